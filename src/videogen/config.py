@@ -1,0 +1,32 @@
+"""Where the Hydra configs live and small helpers to validate config values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from videogen.errors import ConfigError
+
+# `conf/` is shipped inside the package (src/videogen/conf links to the top-level conf/ in a
+# checkout, and the wheel carries a copy), so the same path works for editable and wheel installs.
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
+
+
+def require_positive_int(key: str, value: Any) -> int:
+    """Return `value` as an int, or raise a ConfigError naming `key` if it is not a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}: set {key}=<n> with n >= 1.")
+    return value
+
+
+def require_non_negative_int(key: str, value: Any) -> int:
+    """Return `value` as an int, or raise a ConfigError naming `key` if it is negative or not an int."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{key} must be an integer >= 0, got {value!r}: set {key}=<n> with n >= 0.")
+    return value
+
+
+def require_range(key: str, low: int, high: int) -> None:
+    """Raise a ConfigError if the inclusive range `low..high` is empty."""
+    if low > high:
+        raise ConfigError(f"{key}: the minimum ({low}) is larger than the maximum ({high}); swap or fix them.")

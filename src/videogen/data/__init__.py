@@ -1,0 +1,1 @@
+"""Datamodules that share one batch contract (see `videogen.data.base`)."""

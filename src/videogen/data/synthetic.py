@@ -1,0 +1,211 @@
+"""Built-in synthetic video: textured background, 1-3 shapes bouncing off the walls.
+
+Every clip is rendered on the fly from (seed, split, index), so the data is deterministic, needs
+no files, and the test split is identical from one run to the next. The label is the direction of
+motion of the main object (8 compass directions): a single frame cannot tell it, so a model
+must use time to classify it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from videogen.config import require_positive_int, require_range
+from videogen.data.base import VideoDataModule
+from videogen.errors import ConfigError
+
+SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+# Semantic classes of the segmentation maps: 0 is the background.
+SHAPE_CLASSES = {"circle": 1, "square": 2, "triangle": 3}
+NUM_DIRECTIONS = 8
+
+
+class SyntheticVideoDataset(Dataset):
+    """Deterministic procedurally rendered clips of bouncing shapes.
+
+    Item keys: `video` uint8 (T, C, H, W), `label` (direction of the main object, 0..7 counter-
+    clockwise from "right"), `segmentation` and `instance` int64 (T, H, W), `video_index`,
+    `view_index`.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        num_frames: int,
+        height: int,
+        width: int,
+        channels: int = 3,
+        min_objects: int = 1,
+        max_objects: int = 3,
+        speed: float = 1.5,
+        seed: int = 0,
+        split: str = "train",
+    ) -> None:
+        self.size = size
+        self.num_frames = num_frames
+        self.height = height
+        self.width = width
+        self.channels = channels
+        self.min_objects = min_objects
+        self.max_objects = max_objects
+        self.speed = speed
+        self.seed = seed
+        self.split_id = SPLIT_IDS[split]
+        # Pixel grid shared by every render, shaped to broadcast over frames.
+        self.ys, self.xs = np.mgrid[0:height, 0:width].astype(np.float32)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.size:
+            raise IndexError(f"index {index} out of range for a dataset of {self.size} clips")
+        rng = np.random.default_rng([self.seed, self.split_id, index])
+        video, segmentation, instance, label = self.render(rng)
+        return {
+            "video": torch.from_numpy(video),
+            "label": torch.tensor(label, dtype=torch.int64),
+            "segmentation": torch.from_numpy(segmentation),
+            "instance": torch.from_numpy(instance),
+            "video_index": torch.tensor(index, dtype=torch.int64),
+            "view_index": torch.tensor(0, dtype=torch.int64),
+        }
+
+    def background(self, rng: np.random.Generator) -> np.ndarray:
+        """A static texture of a few random sinusoids per channel, float (H, W, C) in [0, 255]."""
+        texture = np.zeros((self.height, self.width, self.channels), np.float32)
+        for c in range(self.channels):
+            freq = rng.uniform(0.1, 0.6, size=(3, 2)).astype(np.float32)
+            phase = rng.uniform(0, 2 * np.pi, size=3).astype(np.float32)
+            waves = sum(np.sin(fy * self.ys + fx * self.xs + p) for (fy, fx), p in zip(freq, phase))
+            texture[..., c] = rng.uniform(60, 140) + 25 * waves
+        texture += rng.normal(0, 8, size=texture.shape).astype(np.float32)
+        return texture
+
+    def shape_mask(self, kind: str, cy: np.ndarray, cx: np.ndarray, radius: float) -> np.ndarray:
+        """Boolean (T, H, W) masks of one shape centred at (cy[t], cx[t])."""
+        dy = self.ys[None] - cy[:, None, None]
+        dx = self.xs[None] - cx[:, None, None]
+        if kind == "circle":
+            return dy**2 + dx**2 <= radius**2
+        if kind == "square":
+            return (np.abs(dy) <= radius) & (np.abs(dx) <= radius)
+        # Upward triangle: below the apex, inside the two slanted edges.
+        return (dy <= radius) & (dy >= -radius) & (np.abs(dx) <= (dy + radius) / 2)
+
+    def trajectory(
+        self, start: np.ndarray, velocity: np.ndarray, radius: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Centres (T,) y and x of an object bouncing elastically off the frame borders."""
+        t = np.arange(self.num_frames, dtype=np.float32)[:, None]
+        low = np.array([radius, radius], np.float32)
+        span = np.array([self.height - 1, self.width - 1], np.float32) - 2 * radius
+        span = np.maximum(span, 1e-3)
+        # Reflecting walk: fold the free path into [0, span] with period 2 * span.
+        free = (start - low) + velocity * t
+        folded = np.abs(np.mod(free, 2 * span))
+        folded = np.where(folded > span, 2 * span - folded, folded)
+        centres = low + folded
+        return centres[:, 0], centres[:, 1]
+
+    def render(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """Render one clip: video (T, C, H, W) uint8, segmentation and instance (T, H, W), label."""
+        frames = np.repeat(self.background(rng)[None], self.num_frames, axis=0)  # T, H, W, C
+        segmentation = np.zeros((self.num_frames, self.height, self.width), np.int64)
+        instance = np.zeros_like(segmentation)
+        num_objects = int(rng.integers(self.min_objects, self.max_objects + 1))
+        label = int(rng.integers(NUM_DIRECTIONS))
+        radius_max = max(1.5, min(self.height, self.width) / 8)
+        # Distractors first, the main object last so that it is drawn on top and always visible.
+        for obj in range(num_objects - 1, -1, -1):
+            is_main = obj == 0
+            radius = float(rng.uniform(0.6, 1.0) * radius_max)
+            kind = str(rng.choice(list(SHAPE_CLASSES)))
+            if is_main:
+                angle = 2 * np.pi * label / NUM_DIRECTIONS
+                speed = self.speed
+                start = self.start_without_bounce(rng, angle, radius)
+            else:
+                angle = rng.uniform(0, 2 * np.pi)
+                speed = float(rng.uniform(0.5, 1.5) * self.speed)
+                start = rng.uniform([radius, radius], [self.height - radius, self.width - radius])
+            # Image y grows downwards, so "up" (angle pi/2) is a negative dy.
+            velocity = np.array([-np.sin(angle), np.cos(angle)], np.float32) * speed
+            cy, cx = self.trajectory(start.astype(np.float32), velocity, radius)
+            mask = self.shape_mask(kind, cy, cx, radius)
+            colour = rng.uniform(0, 255, size=self.channels).astype(np.float32)
+            shade = 0.75 + 0.25 * np.sin(self.xs / max(radius, 1.0))[None, ..., None]  # own texture
+            frames = np.where(mask[..., None], colour * shade, frames)
+            segmentation[mask] = SHAPE_CLASSES[kind]
+            instance[mask] = obj + 1
+        video = np.clip(frames, 0, 255).astype(np.uint8).transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(video), segmentation, instance, label
+
+    def start_without_bounce(self, rng: np.random.Generator, angle: float, radius: float) -> np.ndarray:
+        """A start centre from which the main object crosses no wall during the clip, if one exists.
+
+        Keeping the main object away from walls keeps its direction (the label) constant.
+        """
+        travel = self.speed * (self.num_frames - 1)
+        dy, dx = -np.sin(angle) * travel, np.cos(angle) * travel
+        start = []
+        for extent, delta in ((self.height, dy), (self.width, dx)):
+            low = radius - min(delta, 0.0)
+            high = extent - 1 - radius - max(delta, 0.0)
+            start.append(rng.uniform(low, high) if low <= high else (extent - 1) / 2 - delta / 2)
+        return np.array(start, np.float32)
+
+
+class SyntheticVideoDataModule(VideoDataModule):
+    """`data=synthetic`: bouncing-shape clips rendered on the fly; provides every batch key."""
+
+    provides: ClassVar[frozenset[str]] = frozenset(
+        {"video", "label", "segmentation", "instance", "video_index", "view_index"}
+    )
+    num_segmentation_classes = len(SHAPE_CLASSES) + 1
+
+    def __init__(
+        self,
+        num_frames: int = 8,
+        height: int = 32,
+        width: int = 32,
+        channels: int = 3,
+        num_classes: int = NUM_DIRECTIONS,
+        min_objects: int = 1,
+        max_objects: int = 3,
+        speed: float = 1.5,
+        train_size: int = 2048,
+        val_size: int = 256,
+        test_size: int = 512,
+        seed: int = 0,
+        **loader_options: Any,
+    ) -> None:
+        super().__init__(num_frames, height, width, channels, num_classes, **loader_options)
+        if num_classes != NUM_DIRECTIONS:
+            raise ConfigError(
+                f"data.num_classes must be {NUM_DIRECTIONS} for synthetic data (the directions of "
+                f"motion), got {num_classes}."
+            )
+        if min(height, width) < 8:
+            raise ConfigError(f"data.height and data.width must be at least 8 pixels, got {height}x{width}.")
+        require_positive_int("data.min_objects", min_objects)
+        require_positive_int("data.max_objects", max_objects)
+        require_range("data.min_objects/data.max_objects", min_objects, max_objects)
+        if speed <= 0:
+            raise ConfigError(f"data.speed must be positive, got {speed}.")
+        self.sizes = {
+            "train": require_positive_int("data.train_size", train_size),
+            "val": require_positive_int("data.val_size", val_size),
+            "test": require_positive_int("data.test_size", test_size),
+        }
+        self.render_options = dict(
+            num_frames=num_frames, height=height, width=width, channels=channels,
+            min_objects=min_objects, max_objects=max_objects, speed=speed, seed=seed,
+        )
+
+    def make_dataset(self, split: str) -> SyntheticVideoDataset:
+        return SyntheticVideoDataset(self.sizes[split], split=split, **self.render_options)

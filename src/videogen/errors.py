@@ -1,0 +1,17 @@
+"""Errors that mean "the user asked for something wrong": reported as one sentence, no traceback."""
+
+
+class VideogenError(Exception):
+    """Base class of the errors the command-line entry points report as a single sentence."""
+
+
+class ConfigError(VideogenError):
+    """A configuration value is invalid (wrong type, out of range, inconsistent)."""
+
+
+class CheckpointError(VideogenError):
+    """A checkpoint file is missing, unreadable, or belongs to another task."""
+
+
+class IncompatibleDataError(VideogenError):
+    """The datamodule does not provide the batch keys the task requires."""

@@ -1,0 +1,97 @@
+"""`python -m videogen.evaluate ckpt_path=PATH`: test any saved checkpoint with its own run config.
+
+The checkpoint carries the training run's config. It is registered as the Hydra config
+`checkpoint_run` before Hydra starts, so the usual override syntax works on it
+(`data.batch_size=4`, `trainer.accelerator=cpu`, `data.root=/elsewhere`) and typos are caught.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.utils import get_class
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import RichProgressBar
+
+from videogen.config import CONFIG_DIR
+from videogen.errors import CheckpointError, ConfigError
+from videogen.tasks.base import CHECKPOINT_KEY, VideoTask, checkpoint_task, read_checkpoint
+from videogen.utils.build import build_datamodule, build_loggers, build_trainer, choice
+from videogen.utils.cli import print_metrics, report_user_errors, save_metrics
+
+log = logging.getLogger(__name__)
+
+
+def ckpt_path_from_argv(argv: list[str]) -> str | None:
+    """The value of a `ckpt_path=...` command-line override, if one was given."""
+    for arg in argv:
+        key, sep, value = arg.lstrip("+").partition("=")
+        if sep and key == "ckpt_path":
+            return value.strip("'\"")
+    return None
+
+
+def stored_run_config(path: str) -> dict[str, Any]:
+    """The training run's config saved in the checkpoint at `path`."""
+    checkpoint = read_checkpoint(path)
+    task = checkpoint_task(checkpoint, path)
+    config = checkpoint[CHECKPOINT_KEY].get("config")
+    if not config:
+        raise CheckpointError(
+            f"{path} (task {task.rsplit('.', 1)[-1]}) holds no run config: it was not written by "
+            "`python -m videogen`, so load it with Task.load_from_checkpoint and give the data yourself."
+        )
+    return config
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Restore the task from `cfg.ckpt_path`, build the run's data, and run the test loop."""
+    checkpoint = read_checkpoint(cfg.ckpt_path)
+    task_cls = get_class(checkpoint_task(checkpoint, cfg.ckpt_path))
+    if not issubclass(task_cls, VideoTask):
+        raise CheckpointError(f"{cfg.ckpt_path} names {task_cls.__name__}, which is not a videogen task.")
+    task = task_cls.load_from_checkpoint(cfg.ckpt_path)
+    datamodule = build_datamodule(cfg)
+    task.check_data(datamodule, data_name=choice("data", type(datamodule).__name__), model_name=task_cls.__name__)
+
+    trainer = build_trainer(cfg, [RichProgressBar()], build_loggers(cfg.get("logger")))
+    results = trainer.test(task, datamodule=datamodule, verbose=False)
+    metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    if trainer.is_global_zero:
+        print_metrics(metrics, title="evaluate")
+        log.info("Evaluated %s", cfg.ckpt_path)
+        save_metrics(metrics, cfg.paths.output_dir)
+    return metrics
+
+
+def register_checkpoint_config(argv: list[str]) -> None:
+    """Register the run config of the checkpoint named on the command line as `checkpoint_run`."""
+    path = ckpt_path_from_argv(argv)
+    asks_hydra_only = any(arg.startswith(("-h", "--help", "--hydra-help", "--info")) for arg in argv)
+    if not path and not asks_hydra_only:
+        raise ConfigError("no checkpoint given: run `python -m videogen.evaluate ckpt_path=PATH/TO/best.ckpt`.")
+    node = stored_run_config(path) if path else {}
+    for key in ("hydra", "ckpt_path", "task_name"):
+        node.pop(key, None)
+    ConfigStore.instance().store(name="checkpoint_run", node=node)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+def run(cfg: DictConfig) -> Any:
+    with report_user_errors():
+        return evaluate(cfg)
+
+
+def main() -> None:
+    """Console entry point of `python -m videogen.evaluate`."""
+    with report_user_errors():
+        register_checkpoint_config(sys.argv[1:])
+    run()
+
+
+if __name__ == "__main__":
+    main()

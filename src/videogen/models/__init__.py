@@ -1,0 +1,1 @@
+"""Plain torch networks: they know tensors only (no Lightning, no Hydra)."""

@@ -1,0 +1,1 @@
+"""LightningModules: training logic, losses, metrics and optimisers of each task family."""

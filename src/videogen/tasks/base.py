@@ -1,0 +1,104 @@
+"""What every videogen task shares: config-built parts, the batch contract, checkpoint identity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from videogen.errors import CheckpointError, IncompatibleDataError
+
+# Key under which a checkpoint records which task wrote it and the run's whole config.
+CHECKPOINT_KEY = "videogen"
+
+
+def task_id(cls: type) -> str:
+    """The import path that names a task class, e.g. videogen.tasks.classification.ClassificationTask."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a Lightning checkpoint on the CPU, or raise a one-sentence CheckpointError naming `path`."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist: give the path of a .ckpt file.")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder: give the path of a .ckpt file inside it.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # pickle, zip and EOF errors all mean "not a checkpoint"
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (it could not be loaded).") from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (it has no state_dict).")
+    return checkpoint
+
+
+def checkpoint_task(checkpoint: dict[str, Any], path: str | Path) -> str:
+    """The task id recorded in a videogen checkpoint."""
+    meta = checkpoint.get(CHECKPOINT_KEY)
+    if not isinstance(meta, dict) or "task" not in meta:
+        raise CheckpointError(f"{path} is a Lightning checkpoint but was not written by videogen (no task recorded).")
+    return meta["task"]
+
+
+class VideoTask(pl.LightningModule):
+    """Base LightningModule: builds its network and optimiser from configs and stamps checkpoints.
+
+    Subclasses set `requires` (batch keys they read). The network config is kept in the
+    hyper-parameters, so `Task.load_from_checkpoint(path)` needs no other argument.
+    """
+
+    requires: ClassVar[frozenset[str]] = frozenset({"video"})
+
+    def __init__(self, net: dict[str, Any], optimizer: dict[str, Any] | None, scheduler: dict[str, Any] | None) -> None:
+        super().__init__()
+        self.net: nn.Module = instantiate(net)
+        self.optimizer_config = optimizer
+        self.scheduler_config = scheduler
+        # The whole run config (set by the train entry point) travels in every checkpoint.
+        self.run_config: dict[str, Any] | None = None
+
+    def check_data(self, datamodule: pl.LightningDataModule, data_name: str, model_name: str) -> None:
+        """Refuse, before any work, a datamodule that lacks a batch key this task reads."""
+        provides = getattr(datamodule, "provides", frozenset())
+        missing = sorted(self.requires - provides)
+        if missing:
+            raise IncompatibleDataError(
+                f"model '{model_name}' needs the batch keys {missing}, which data '{data_name}' does "
+                f"not provide (it provides {sorted(provides)}); pick a dataset that has them."
+            )
+
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_config is None:
+            raise ValueError("no optimizer config given: set optimizer=adamw (or another) to train.")
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = instantiate(self.optimizer_config)(params)
+        if not self.scheduler_config:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        scheduler = instantiate(self.scheduler_config)(optimizer, total_steps=total, steps_per_epoch=total / epochs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta = checkpoint.setdefault(CHECKPOINT_KEY, {})
+        meta["task"] = task_id(type(self))
+        if self.run_config is not None:
+            meta["config"] = self.run_config
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any) -> VideoTask:  # type: ignore[override]
+        """Load a checkpoint of this task; a file of another task or no checkpoint at all says so."""
+        checkpoint = read_checkpoint(checkpoint_path)
+        recorded = checkpoint_task(checkpoint, checkpoint_path)
+        if recorded != task_id(cls):
+            raise CheckpointError(
+                f"{checkpoint_path} belongs to the task {recorded.rsplit('.', 1)[-1]} ({recorded}), "
+                f"not {cls.__name__}; load it with that task or evaluate it with videogen.evaluate."
+            )
+        kwargs.setdefault("map_location", "cpu")
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)

@@ -1,0 +1,74 @@
+"""`python -m videogen`: build everything from the Hydra config, fit, then test the best checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from videogen.config import CONFIG_DIR
+from videogen.utils.build import (
+    build_callbacks,
+    build_datamodule,
+    build_loggers,
+    build_task,
+    build_trainer,
+    choice,
+    run_config_for_checkpoint,
+)
+from videogen.utils.cli import print_metrics, report_user_errors, save_metrics
+
+log = logging.getLogger(__name__)
+
+
+def best_checkpoint(trainer: pl.Trainer) -> str | None:
+    """Path of the best checkpoint written during fit, if any (fast_dev_run writes none)."""
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
+        return callback.best_model_path
+    return None
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit the configured task on the configured data, test it, and return the final metrics."""
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    task = build_task(cfg)
+    task.check_data(datamodule, data_name=choice("data", type(datamodule).__name__), model_name=choice("model", type(task).__name__))
+    task.run_config = run_config_for_checkpoint(cfg)
+
+    loggers = build_loggers(cfg.get("logger"))
+    trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks")), loggers)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    log.info("Output folder: %s", cfg.paths.output_dir)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+    if cfg.get("test_after_fit", True):
+        best = best_checkpoint(trainer)
+        log.info("Testing %s", best or "the final weights (no checkpoint was written)")
+        results = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)
+        metrics.update(results[0] if results else {})
+
+    if trainer.is_global_zero:
+        print_metrics(metrics, title=f"videogen {choice('model', '')} on {choice('data', '')}".strip())
+        save_metrics(metrics, cfg.paths.output_dir)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> Any:
+    """Hydra entry point; returns `optimized_metric` so that sweepers can optimise it."""
+    with report_user_errors():
+        metrics = train(cfg)
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()
