@@ -24,14 +24,17 @@ def build_vit(
     img_size: int,
     in_chans: int = 3,
     model_name: str | None = None,
-    patch_size: int | None = 16,
-    embed_dim: int | None = 768,
-    depth: int | None = 12,
-    num_heads: int | None = 12,
-    mlp_ratio: float | None = 4.0,
+    patch_size: int | None = None,
+    embed_dim: int | None = None,
+    depth: int | None = None,
+    num_heads: int | None = None,
+    mlp_ratio: float | None = None,
     drop_path_rate: float = 0.0,
 ) -> VisionTransformer:
-    """A timm VisionTransformer from a timm model name, explicit dims, or a name with some dims overridden."""
+    """A timm VisionTransformer from a timm model name, explicit dims, or a name with some dims overridden.
+
+    Dims left as None come from the named model (or are required when no name is given).
+    """
     dims = {
         "patch_size": patch_size, "embed_dim": embed_dim, "depth": depth,
         "num_heads": num_heads, "mlp_ratio": mlp_ratio,
@@ -83,11 +86,11 @@ class FrameViT(nn.Module):
         img_size: int,
         in_chans: int = 3,
         model_name: str | None = None,
-        patch_size: int | None = 16,
-        embed_dim: int | None = 768,
-        depth: int | None = 12,
-        num_heads: int | None = 12,
-        mlp_ratio: float | None = 4.0,
+        patch_size: int | None = None,
+        embed_dim: int | None = None,
+        depth: int | None = None,
+        num_heads: int | None = None,
+        mlp_ratio: float | None = None,
         drop_path_rate: float = 0.0,
         pretrained_path: str | None = None,
     ) -> None:

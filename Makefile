@@ -1,0 +1,47 @@
+# videogen developer commands. Every target creates .venv and installs into it when needed,
+# so a fresh machine needs only Python >= 3.10 and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+ARGS ?=
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train evaluate test test-fast lint format clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  pass Hydra overrides with ARGS, e.g. make train ARGS='model=vit trainer.max_epochs=2'"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install videogen with its dev tools
+
+train: $(STAMP) ## train (python -m videogen $(ARGS)); default: ViT on synthetic video
+	$(BIN)/python -m videogen $(ARGS)
+
+evaluate: $(STAMP) ## test a checkpoint: make evaluate ARGS='ckpt_path=outputs/.../best.ckpt'
+	$(BIN)/python -m videogen.evaluate $(ARGS)
+
+test: $(STAMP) ## run the whole test suite (GPU tests skip without CUDA)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## run the tests not marked slow
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff check and format check
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: $(STAMP) ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+
+clean: ## remove the virtualenv, build artefacts, caches and run outputs
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache outputs multirun wandb lightning_logs
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

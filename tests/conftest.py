@@ -1,0 +1,74 @@
+"""Shared helpers: run the real CLI in a subprocess, compose configs in-process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from videogen.config import CONFIG_DIR
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_ROOT = REPO_ROOT / "conf"
+
+# Small and quick data for CLI runs; the shapes stay those of the default config.
+TINY_DATA = [
+    "data.train_size=32",
+    "data.val_size=16",
+    "data.test_size=16",
+    "data.batch_size=4",
+]
+
+
+def config_names(group: str) -> list[str]:
+    """The options of a config group, from the files in conf/<group>/."""
+    return sorted(p.stem for p in (CONF_ROOT / group).glob("*.yaml"))
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PYTHONUNBUFFERED="1",
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        WANDB_DISABLE_GIT="true",
+        HYDRA_FULL_ERROR="0",
+        COLUMNS="120",
+    )
+    return env
+
+
+def run_cli(module: str, *overrides: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m <module> <overrides>` as a user would, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *overrides],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}"
+
+
+@pytest.fixture
+def compose_train(tmp_path: Path) -> Iterator:
+    """compose_train(*overrides) -> the composed train config with outputs under tmp_path."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name="train", overrides=list(overrides))
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path)
+        return cfg
+
+    yield _compose
