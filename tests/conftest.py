@@ -44,7 +44,9 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def run_cli(module: str, *overrides: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    module: str, *overrides: str, cwd: Path, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run `python -m <module> <overrides>` as a user would, capturing its output."""
     return subprocess.run(
         [sys.executable, "-m", module, *overrides],
@@ -57,7 +59,9 @@ def run_cli(module: str, *overrides: str, cwd: Path, timeout: float = 300) -> su
 
 
 def assert_ok(result: subprocess.CompletedProcess) -> None:
-    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}"
+    assert result.returncode == 0, (
+        f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}"
+    )
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from tests.conftest import TINY_DATA, assert_ok, config_names, run_cli
 
 
@@ -28,10 +27,19 @@ def assert_one_sentence_error(result, *fragments: str) -> None:
 
 @pytest.mark.parametrize("data", config_names("data"))
 @pytest.mark.parametrize("model", config_names("model"))
-def test_every_model_and_data_config_trains_through_the_cli(model: str, data: str, tmp_path: Path) -> None:
+def test_every_model_and_data_config_trains_through_the_cli(
+    model: str, data: str, tmp_path: Path
+) -> None:
     result = run_cli(
-        "videogen", f"model={model}", f"data={data}", "trainer=cpu", "trainer.fast_dev_run=true",
-        *TINY_DATA, "data.batch_size=2", f"hydra.run.dir={tmp_path}", cwd=tmp_path,
+        "videogen",
+        f"model={model}",
+        f"data={data}",
+        "trainer=cpu",
+        "trainer.fast_dev_run=true",
+        *TINY_DATA,
+        "data.batch_size=2",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
     )
     assert_ok(result)
     metrics = metrics_of(tmp_path)
@@ -42,8 +50,12 @@ def test_every_model_and_data_config_trains_through_the_cli(model: str, data: st
 @pytest.mark.parametrize("experiment", config_names("experiment"))
 def test_every_experiment_config_trains_through_the_cli(experiment: str, tmp_path: Path) -> None:
     result = run_cli(
-        "videogen", f"experiment={experiment}", "trainer.fast_dev_run=true", *TINY_DATA,
-        f"hydra.run.dir={tmp_path}", cwd=tmp_path,
+        "videogen",
+        f"experiment={experiment}",
+        "trainer.fast_dev_run=true",
+        *TINY_DATA,
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
     )
     assert_ok(result)
     assert "test/acc" in metrics_of(tmp_path)
@@ -51,12 +63,23 @@ def test_every_experiment_config_trains_through_the_cli(experiment: str, tmp_pat
 
 @pytest.mark.parametrize(
     ("logger", "expected"),
-    [("csv", "csv/metrics.csv"), ("tensorboard", "tensorboard/events.out.tfevents.*"), ("many", "tensorboard/events.out.tfevents.*")],
+    [
+        ("csv", "csv/metrics.csv"),
+        ("tensorboard", "tensorboard/events.out.tfevents.*"),
+        ("many", "tensorboard/events.out.tfevents.*"),
+    ],
 )
 def test_loggers_write_their_files(logger: str, expected: str, tmp_path: Path) -> None:
     result = run_cli(
-        "videogen", f"logger={logger}", "trainer=cpu", "trainer.max_steps=2", "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1", *TINY_DATA, f"hydra.run.dir={tmp_path}", cwd=tmp_path,
+        "videogen",
+        f"logger={logger}",
+        "trainer=cpu",
+        "trainer.max_steps=2",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        *TINY_DATA,
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
     )
     assert_ok(result)
     assert list(tmp_path.glob(expected)), sorted(p.name for p in tmp_path.rglob("*"))
@@ -64,11 +87,19 @@ def test_loggers_write_their_files(logger: str, expected: str, tmp_path: Path) -
 
 def test_wandb_logger_works_offline_without_an_account(tmp_path: Path) -> None:
     result = run_cli(
-        "videogen", "logger=wandb", "logger.wandb.offline=true", "trainer=cpu", "trainer.fast_dev_run=true",
-        *TINY_DATA, f"hydra.run.dir={tmp_path}", cwd=tmp_path,
+        "videogen",
+        "logger=wandb",
+        "logger.wandb.offline=true",
+        "trainer=cpu",
+        "trainer.fast_dev_run=true",
+        *TINY_DATA,
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
     )
     assert_ok(result)
-    assert list(tmp_path.glob("wandb/offline-run-*")), sorted(p.name for p in tmp_path.rglob("*"))[:50]
+    assert list(tmp_path.glob("wandb/offline-run-*")), sorted(p.name for p in tmp_path.rglob("*"))[
+        :50
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +107,15 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A short real training run (2 epochs on a small synthetic set) shared by the tests below."""
     run_dir = tmp_path_factory.mktemp("train")
     result = run_cli(
-        "videogen", "model=vit", "trainer=cpu", "trainer.max_epochs=2", "data.train_size=128",
-        "data.val_size=64", "data.test_size=96", "data.batch_size=16", f"hydra.run.dir={run_dir}",
+        "videogen",
+        "model=vit",
+        "trainer=cpu",
+        "trainer.max_epochs=2",
+        "data.train_size=128",
+        "data.val_size=64",
+        "data.test_size=96",
+        "data.batch_size=16",
+        f"hydra.run.dir={run_dir}",
         cwd=run_dir,
     )
     assert_ok(result)
@@ -91,15 +129,21 @@ def test_training_writes_checkpoints_config_logs_and_a_metrics_table(trained_run
     assert (trained_run / "csv" / "metrics.csv").is_file()
     metrics = metrics_of(trained_run)
     assert {"test/acc", "test/acc_top5", "test/loss", "val/acc"} <= metrics.keys()
-    checkpoint = torch.load(trained_run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(
+        trained_run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False
+    )
     meta = checkpoint["videogen"]
     assert meta["task"] == "videogen.tasks.classification.ClassificationTask"
     assert meta["config"]["data"]["test_size"] == 96
 
 
-def test_evaluate_reproduces_the_test_metrics_from_the_checkpoint_alone(trained_run: Path, tmp_path: Path) -> None:
+def test_evaluate_reproduces_the_test_metrics_from_the_checkpoint_alone(
+    trained_run: Path, tmp_path: Path
+) -> None:
     result = run_cli(
-        "videogen.evaluate", f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}", f"hydra.run.dir={tmp_path}",
+        "videogen.evaluate",
+        f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}",
+        f"hydra.run.dir={tmp_path}",
         cwd=tmp_path,
     )
     assert_ok(result)
@@ -111,8 +155,12 @@ def test_evaluate_reproduces_the_test_metrics_from_the_checkpoint_alone(trained_
 
 def test_evaluate_accepts_overrides_of_the_stored_config(trained_run: Path, tmp_path: Path) -> None:
     result = run_cli(
-        "videogen.evaluate", f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}", "data.batch_size=4",
-        "data.test_size=12", f"hydra.run.dir={tmp_path}", cwd=tmp_path,
+        "videogen.evaluate",
+        f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
+        "data.batch_size=4",
+        "data.test_size=12",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
     )
     assert_ok(result)
     composed = yaml.safe_load((tmp_path / ".hydra" / "config.yaml").read_text())
@@ -137,16 +185,24 @@ def test_invalid_sizes_are_one_sentence_naming_the_key(override: str, tmp_path: 
 
 def test_evaluate_bad_checkpoints_are_one_sentence_naming_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "missing.ckpt"
-    assert_one_sentence_error(run_cli("videogen.evaluate", f"ckpt_path={missing}", cwd=tmp_path), str(missing))
+    assert_one_sentence_error(
+        run_cli("videogen.evaluate", f"ckpt_path={missing}", cwd=tmp_path), str(missing)
+    )
     not_a_checkpoint = tmp_path / "notes.txt"
     not_a_checkpoint.write_text("hello")
     assert_one_sentence_error(
-        run_cli("videogen.evaluate", f"ckpt_path={not_a_checkpoint}", cwd=tmp_path), str(not_a_checkpoint), "not a Lightning checkpoint"
+        run_cli("videogen.evaluate", f"ckpt_path={not_a_checkpoint}", cwd=tmp_path),
+        str(not_a_checkpoint),
+        "not a Lightning checkpoint",
     )
     assert_one_sentence_error(run_cli("videogen.evaluate", cwd=tmp_path), "ckpt_path=")
 
 
 def test_evaluate_names_the_task_of_a_checkpoint_without_a_run_config(tmp_path: Path) -> None:
     path = tmp_path / "bare.ckpt"
-    torch.save({"state_dict": {}, "videogen": {"task": "videogen.tasks.prediction.PredictionTask"}}, path)
-    assert_one_sentence_error(run_cli("videogen.evaluate", f"ckpt_path={path}", cwd=tmp_path), "PredictionTask")
+    torch.save(
+        {"state_dict": {}, "videogen": {"task": "videogen.tasks.prediction.PredictionTask"}}, path
+    )
+    assert_one_sentence_error(
+        run_cli("videogen.evaluate", f"ckpt_path={path}", cwd=tmp_path), "PredictionTask"
+    )

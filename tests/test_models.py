@@ -42,7 +42,9 @@ def test_pretrained_timm_weights_load_with_resized_grid_and_new_head(tmp_path: P
     torch.save(source.state_dict(), path)
     model = FrameViT(num_classes=3, img_size=32, pretrained_path=str(path), **TINY)
     target = model.vit.state_dict()
-    torch.testing.assert_close(target["blocks.1.attn.qkv.weight"], source.state_dict()["blocks.1.attn.qkv.weight"])
+    torch.testing.assert_close(
+        target["blocks.1.attn.qkv.weight"], source.state_dict()["blocks.1.attn.qkv.weight"]
+    )
     torch.testing.assert_close(target["cls_token"], source.state_dict()["cls_token"])
     assert target["pos_embed"].shape == (1, 1 + 8 * 8, 32)  # resampled from a 4x4 grid
     assert target["head.weight"].shape == (3, 32)  # new head for 3 classes

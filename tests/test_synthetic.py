@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from videogen.data.synthetic import NUM_DIRECTIONS, SHAPE_CLASSES, SyntheticVideoDataModule, SyntheticVideoDataset
+from videogen.data.synthetic import (
+    NUM_DIRECTIONS,
+    SHAPE_CLASSES,
+    SyntheticVideoDataModule,
+    SyntheticVideoDataset,
+)
 from videogen.errors import ConfigError
 
 
@@ -62,7 +67,9 @@ def test_label_is_the_direction_of_the_main_object(num_frames: int) -> None:
         label = int(item["label"])
         expected = 2 * math.pi * label / NUM_DIRECTIONS
         error = abs((angle - expected + math.pi) % (2 * math.pi) - math.pi)
-        assert error < math.pi / NUM_DIRECTIONS, f"clip {index}: label {label}, moved at {math.degrees(angle):.0f} deg"
+        assert error < math.pi / NUM_DIRECTIONS, (
+            f"clip {index}: label {label}, moved at {math.degrees(angle):.0f} deg"
+        )
         seen.add(label)
     assert seen == set(range(NUM_DIRECTIONS))
 
@@ -74,7 +81,9 @@ def test_object_count_is_within_the_configured_range() -> None:
 
 
 def test_datamodule_normalises_on_the_device() -> None:
-    dm = SyntheticVideoDataModule(train_size=8, val_size=8, test_size=8, batch_size=4, mean=[0.5] * 3, std=[0.25] * 3)
+    dm = SyntheticVideoDataModule(
+        train_size=8, val_size=8, test_size=8, batch_size=4, mean=[0.5] * 3, std=[0.25] * 3
+    )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["video"].dtype == torch.uint8 and batch["video"].shape == (4, 8, 3, 32, 32)

@@ -15,18 +15,24 @@ CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 def require_positive_int(key: str, value: Any) -> int:
     """Return `value` as an int, or raise a ConfigError naming `key` if it is not a positive integer."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{key} must be a positive integer, got {value!r}: set {key}=<n> with n >= 1.")
+        raise ConfigError(
+            f"{key} must be a positive integer, got {value!r}: set {key}=<n> with n >= 1."
+        )
     return value
 
 
 def require_non_negative_int(key: str, value: Any) -> int:
     """Return `value` as an int, or raise a ConfigError naming `key` if it is negative or not an int."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{key} must be an integer >= 0, got {value!r}: set {key}=<n> with n >= 0.")
+        raise ConfigError(
+            f"{key} must be an integer >= 0, got {value!r}: set {key}=<n> with n >= 0."
+        )
     return value
 
 
 def require_range(key: str, low: int, high: int) -> None:
     """Raise a ConfigError if the inclusive range `low..high` is empty."""
     if low > high:
-        raise ConfigError(f"{key}: the minimum ({low}) is larger than the maximum ({high}); swap or fix them.")
+        raise ConfigError(
+            f"{key}: the minimum ({low}) is larger than the maximum ({high}); swap or fix them."
+        )

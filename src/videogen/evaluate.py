@@ -53,10 +53,16 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     checkpoint = read_checkpoint(cfg.ckpt_path)
     task_cls = get_class(checkpoint_task(checkpoint, cfg.ckpt_path))
     if not issubclass(task_cls, VideoTask):
-        raise CheckpointError(f"{cfg.ckpt_path} names {task_cls.__name__}, which is not a videogen task.")
+        raise CheckpointError(
+            f"{cfg.ckpt_path} names {task_cls.__name__}, which is not a videogen task."
+        )
     task = task_cls.load_from_checkpoint(cfg.ckpt_path)
     datamodule = build_datamodule(cfg)
-    task.check_data(datamodule, data_name=choice("data", type(datamodule).__name__), model_name=task_cls.__name__)
+    task.check_data(
+        datamodule,
+        data_name=choice("data", type(datamodule).__name__),
+        model_name=task_cls.__name__,
+    )
 
     trainer = build_trainer(cfg, [RichProgressBar()], build_loggers(cfg.get("logger")))
     results = trainer.test(task, datamodule=datamodule, verbose=False)
@@ -71,9 +77,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 def register_checkpoint_config(argv: list[str]) -> None:
     """Register the run config of the checkpoint named on the command line as `checkpoint_run`."""
     path = ckpt_path_from_argv(argv)
-    asks_hydra_only = any(arg.startswith(("-h", "--help", "--hydra-help", "--info")) for arg in argv)
+    asks_hydra_only = any(
+        arg.startswith(("-h", "--help", "--hydra-help", "--info")) for arg in argv
+    )
     if not path and not asks_hydra_only:
-        raise ConfigError("no checkpoint given: run `python -m videogen.evaluate ckpt_path=PATH/TO/best.ckpt`.")
+        raise ConfigError(
+            "no checkpoint given: run `python -m videogen.evaluate ckpt_path=PATH/TO/best.ckpt`."
+        )
     node = stored_run_config(path) if path else {}
     for key in ("hydra", "ckpt_path", "task_name"):
         node.pop(key, None)

@@ -38,7 +38,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     task = build_task(cfg)
-    task.check_data(datamodule, data_name=choice("data", type(datamodule).__name__), model_name=choice("model", type(task).__name__))
+    task.check_data(
+        datamodule,
+        data_name=choice("data", type(datamodule).__name__),
+        model_name=choice("model", type(task).__name__),
+    )
     task.run_config = run_config_for_checkpoint(cfg)
 
     loggers = build_loggers(cfg.get("logger"))
@@ -57,7 +61,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(results[0] if results else {})
 
     if trainer.is_global_zero:
-        print_metrics(metrics, title=f"videogen {choice('model', '')} on {choice('data', '')}".strip())
+        print_metrics(
+            metrics, title=f"videogen {choice('model', '')} on {choice('data', '')}".strip()
+        )
         save_metrics(metrics, cfg.paths.output_dir)
     return metrics
 

@@ -85,7 +85,12 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
         return self.datasets[split]
 
     def setup(self, stage: str | None = None) -> None:
-        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        splits = {
+            "fit": ("train", "val"),
+            "validate": ("val",),
+            "test": ("test",),
+            "predict": ("test",),
+        }
         for split in splits.get(stage, ("train", "val", "test")):
             self.dataset(split)
 

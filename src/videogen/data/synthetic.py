@@ -81,7 +81,10 @@ class SyntheticVideoDataset(Dataset):
         for c in range(self.channels):
             freq = rng.uniform(0.1, 0.6, size=(3, 2)).astype(np.float32)
             phase = rng.uniform(0, 2 * np.pi, size=3).astype(np.float32)
-            waves = sum(np.sin(fy * self.ys + fx * self.xs + p) for (fy, fx), p in zip(freq, phase))
+            waves = sum(
+                np.sin(fy * self.ys + fx * self.xs + p)
+                for (fy, fx), p in zip(freq, phase, strict=True)
+            )
             texture[..., c] = rng.uniform(60, 140) + 25 * waves
         texture += rng.normal(0, 8, size=texture.shape).astype(np.float32)
         return texture
@@ -145,7 +148,9 @@ class SyntheticVideoDataset(Dataset):
         video = np.clip(frames, 0, 255).astype(np.uint8).transpose(0, 3, 1, 2)
         return np.ascontiguousarray(video), segmentation, instance, label
 
-    def start_without_bounce(self, rng: np.random.Generator, angle: float, radius: float) -> np.ndarray:
+    def start_without_bounce(
+        self, rng: np.random.Generator, angle: float, radius: float
+    ) -> np.ndarray:
         """A start centre from which the main object crosses no wall during the clip, if one exists.
 
         Keeping the main object away from walls keeps its direction (the label) constant.
@@ -191,7 +196,9 @@ class SyntheticVideoDataModule(VideoDataModule):
                 f"motion), got {num_classes}."
             )
         if min(height, width) < 8:
-            raise ConfigError(f"data.height and data.width must be at least 8 pixels, got {height}x{width}.")
+            raise ConfigError(
+                f"data.height and data.width must be at least 8 pixels, got {height}x{width}."
+            )
         require_positive_int("data.min_objects", min_objects)
         require_positive_int("data.max_objects", max_objects)
         require_range("data.min_objects/data.max_objects", min_objects, max_objects)
@@ -203,8 +210,14 @@ class SyntheticVideoDataModule(VideoDataModule):
             "test": require_positive_int("data.test_size", test_size),
         }
         self.render_options = dict(
-            num_frames=num_frames, height=height, width=width, channels=channels,
-            min_objects=min_objects, max_objects=max_objects, speed=speed, seed=seed,
+            num_frames=num_frames,
+            height=height,
+            width=width,
+            channels=channels,
+            min_objects=min_objects,
+            max_objects=max_objects,
+            speed=speed,
+            seed=seed,
         )
 
     def make_dataset(self, split: str) -> SyntheticVideoDataset:

@@ -17,7 +17,9 @@ def load_state_dict(path: str | Path, prefix: str = "") -> dict[str, torch.Tenso
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"weight file {path} does not exist: point pretrained_path at a local file.")
+        raise CheckpointError(
+            f"weight file {path} does not exist: point pretrained_path at a local file."
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -26,13 +28,17 @@ def load_state_dict(path: str | Path, prefix: str = "") -> dict[str, torch.Tenso
         else:
             state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # any decode failure means the file is not a weight file
-        raise CheckpointError(f"{path} could not be read as a weight file ({type(err).__name__}).") from err
+        raise CheckpointError(
+            f"{path} could not be read as a weight file ({type(err).__name__})."
+        ) from err
     for key in ("state_dict", "model", "module"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
             break
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict of tensors.")
+        raise CheckpointError(
+            f"{path} holds a {type(state).__name__}, not a state dict of tensors."
+        )
     if prefix and any(k.startswith(prefix) for k in state):
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     return state

@@ -36,11 +36,16 @@ def build_vit(
     Dims left as None come from the named model (or are required when no name is given).
     """
     dims = {
-        "patch_size": patch_size, "embed_dim": embed_dim, "depth": depth,
-        "num_heads": num_heads, "mlp_ratio": mlp_ratio,
+        "patch_size": patch_size,
+        "embed_dim": embed_dim,
+        "depth": depth,
+        "num_heads": num_heads,
+        "mlp_ratio": mlp_ratio,
     }
     dims = {k: v for k, v in dims.items() if v is not None}
-    common = dict(num_classes=num_classes, img_size=img_size, in_chans=in_chans, drop_path_rate=drop_path_rate)
+    common = dict(
+        num_classes=num_classes, img_size=img_size, in_chans=in_chans, drop_path_rate=drop_path_rate
+    )
     if model_name:
         import timm
 
@@ -68,7 +73,9 @@ def adapt_vit_state_dict(
             continue
         if key == "pos_embed" and value.shape != target[key].shape:
             prefix = 0 if model.no_embed_class else model.num_prefix_tokens
-            value = resample_abs_pos_embed(value, new_size=model.patch_embed.grid_size, num_prefix_tokens=prefix)
+            value = resample_abs_pos_embed(
+                value, new_size=model.patch_embed.grid_size, num_prefix_tokens=prefix
+            )
             changed.append(f"{key} (resized)")
         elif value.shape != target[key].shape:
             changed.append(f"{key} (dropped: {tuple(value.shape)} vs {tuple(target[key].shape)})")
@@ -96,8 +103,16 @@ class FrameViT(nn.Module):
     ) -> None:
         super().__init__()
         self.vit = build_vit(
-            num_classes, img_size, in_chans, model_name, patch_size, embed_dim, depth,
-            num_heads, mlp_ratio, drop_path_rate,
+            num_classes,
+            img_size,
+            in_chans,
+            model_name,
+            patch_size,
+            embed_dim,
+            depth,
+            num_heads,
+            mlp_ratio,
+            drop_path_rate,
         )
         if pretrained_path:
             self.load_pretrained(pretrained_path)
@@ -110,7 +125,10 @@ class FrameViT(nn.Module):
         result = self.vit.load_state_dict(state, strict=False)
         log.info(
             "Loaded %d tensors from %s; reshaped/dropped: %s; left new: %s",
-            len(state), path, changed or "none", result.missing_keys or "none",
+            len(state),
+            path,
+            changed or "none",
+            result.missing_keys or "none",
         )
 
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:

@@ -27,11 +27,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist: give the path of a .ckpt file.")
     if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a folder: give the path of a .ckpt file inside it.")
+        raise CheckpointError(
+            f"checkpoint {path} is a folder: give the path of a .ckpt file inside it."
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # pickle, zip and EOF errors all mean "not a checkpoint"
-        raise CheckpointError(f"{path} is not a Lightning checkpoint (it could not be loaded).") from err
+        raise CheckpointError(
+            f"{path} is not a Lightning checkpoint (it could not be loaded)."
+        ) from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (it has no state_dict).")
     return checkpoint
@@ -41,7 +45,9 @@ def checkpoint_task(checkpoint: dict[str, Any], path: str | Path) -> str:
     """The task id recorded in a videogen checkpoint."""
     meta = checkpoint.get(CHECKPOINT_KEY)
     if not isinstance(meta, dict) or "task" not in meta:
-        raise CheckpointError(f"{path} is a Lightning checkpoint but was not written by videogen (no task recorded).")
+        raise CheckpointError(
+            f"{path} is a Lightning checkpoint but was not written by videogen (no task recorded)."
+        )
     return meta["task"]
 
 
@@ -54,7 +60,12 @@ class VideoTask(pl.LightningModule):
 
     requires: ClassVar[frozenset[str]] = frozenset({"video"})
 
-    def __init__(self, net: dict[str, Any], optimizer: dict[str, Any] | None, scheduler: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        net: dict[str, Any],
+        optimizer: dict[str, Any] | None,
+        scheduler: dict[str, Any] | None,
+    ) -> None:
         super().__init__()
         self.net: nn.Module = instantiate(net)
         self.optimizer_config = optimizer
@@ -62,7 +73,9 @@ class VideoTask(pl.LightningModule):
         # The whole run config (set by the train entry point) travels in every checkpoint.
         self.run_config: dict[str, Any] | None = None
 
-    def check_data(self, datamodule: pl.LightningDataModule, data_name: str, model_name: str) -> None:
+    def check_data(
+        self, datamodule: pl.LightningDataModule, data_name: str, model_name: str
+    ) -> None:
         """Refuse, before any work, a datamodule that lacks a batch key this task reads."""
         provides = getattr(datamodule, "provides", frozenset())
         missing = sorted(self.requires - provides)
@@ -74,15 +87,26 @@ class VideoTask(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_config is None:
-            raise ValueError("no optimizer config given: set optimizer=adamw (or another) to train.")
+            raise ValueError(
+                "no optimizer config given: set optimizer=adamw (or another) to train."
+            )
         params = [p for p in self.parameters() if p.requires_grad]
         optimizer = instantiate(self.optimizer_config)(params)
         if not self.scheduler_config:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        scheduler = instantiate(self.scheduler_config)(optimizer, total_steps=total, steps_per_epoch=total / epochs)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        epochs = (
+            self.trainer.max_epochs
+            if self.trainer.max_epochs and self.trainer.max_epochs > 0
+            else 1
+        )
+        scheduler = instantiate(self.scheduler_config)(
+            optimizer, total_steps=total, steps_per_epoch=total / epochs
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.setdefault(CHECKPOINT_KEY, {})
@@ -91,7 +115,9 @@ class VideoTask(pl.LightningModule):
             meta["config"] = self.run_config
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any) -> VideoTask:  # type: ignore[override]
+    def load_from_checkpoint(
+        cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any
+    ) -> VideoTask:  # type: ignore[override]
         """Load a checkpoint of this task; a file of another task or no checkpoint at all says so."""
         checkpoint = read_checkpoint(checkpoint_path)
         recorded = checkpoint_task(checkpoint, checkpoint_path)

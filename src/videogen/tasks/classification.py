@@ -30,7 +30,9 @@ class ClassificationTask(VideoTask):
         # One metric object per split and k: torchmetrics keeps state across a whole epoch.
         self.accuracy = torch.nn.ModuleDict(
             {
-                f"{split}_top{k}": MulticlassAccuracy(num_classes, top_k=min(k, num_classes), average="micro")
+                f"{split}_top{k}": MulticlassAccuracy(
+                    num_classes, top_k=min(k, num_classes), average="micro"
+                )
                 for split in ("train", "val", "test")
                 for k in (1, 5)
             }
@@ -49,8 +51,22 @@ class ClassificationTask(VideoTask):
         top5(logits, labels)
         on_step = split == "train"
         batch_size = labels.shape[0]
-        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=batch_size)
-        self.log(f"{split}/acc", top1, on_step=False, on_epoch=True, prog_bar=split != "train", batch_size=batch_size)
+        self.log(
+            f"{split}/loss",
+            loss,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch_size,
+        )
+        self.log(
+            f"{split}/acc",
+            top1,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=split != "train",
+            batch_size=batch_size,
+        )
         self.log(f"{split}/acc_top5", top5, on_step=False, on_epoch=True, batch_size=batch_size)
         return loss
 

@@ -35,7 +35,9 @@ def choice(group: str, default: str) -> str:
 def build_datamodule(cfg: DictConfig) -> VideoDataModule:
     datamodule = instantiate(cfg.data)
     if not isinstance(datamodule, VideoDataModule):
-        raise ConfigError(f"data._target_ must be a videogen VideoDataModule, got {type(datamodule).__name__}.")
+        raise ConfigError(
+            f"data._target_ must be a videogen VideoDataModule, got {type(datamodule).__name__}."
+        )
     return datamodule
 
 
@@ -46,7 +48,11 @@ def build_task(cfg: DictConfig) -> VideoTask:
     task_cls = get_class(model_cfg.pop("_target_"))
     if not issubclass(task_cls, VideoTask):
         raise ConfigError(f"model._target_ must be a videogen task, got {task_cls.__name__}.")
-    return task_cls(**model_cfg, optimizer=container(cfg.get("optimizer")), scheduler=container(cfg.get("scheduler")))
+    return task_cls(
+        **model_cfg,
+        optimizer=container(cfg.get("optimizer")),
+        scheduler=container(cfg.get("scheduler")),
+    )
 
 
 def build_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
