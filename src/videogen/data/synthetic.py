@@ -2,7 +2,7 @@
 
 Every clip is rendered on the fly from (seed, split, index), so the data is deterministic, needs
 no files, and the test split is identical from one run to the next. The label is the direction of
-motion of the main object (8 compass directions): a single frame cannot tell it, so a model
+motion of the main object, the largest shape (8 compass directions): a single frame cannot tell it, so a model
 must use time to classify it.
 """
 
@@ -44,9 +44,15 @@ class SyntheticVideoDataset(Dataset):
         speed: float = 1.5,
         seed: int = 0,
         split: str = "train",
+        views: int = 1,
+        view_stride: int | None = None,
     ) -> None:
         self.size = size
         self.num_frames = num_frames
+        # Multi-view testing: `views` overlapping temporal clips of one longer rendered video.
+        self.views = views
+        self.view_stride = view_stride or max(num_frames // 2, 1)
+        self.total_frames = num_frames + (views - 1) * self.view_stride
         self.height = height
         self.width = width
         self.channels = channels
@@ -59,20 +65,22 @@ class SyntheticVideoDataset(Dataset):
         self.ys, self.xs = np.mgrid[0:height, 0:width].astype(np.float32)
 
     def __len__(self) -> int:
-        return self.size
+        return self.size * self.views
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < self.size:
-            raise IndexError(f"index {index} out of range for a dataset of {self.size} clips")
-        rng = np.random.default_rng([self.seed, self.split_id, index])
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} clips")
+        video_index, view = divmod(index, self.views)
+        rng = np.random.default_rng([self.seed, self.split_id, video_index])
         video, segmentation, instance, label = self.render(rng)
+        clip = slice(view * self.view_stride, view * self.view_stride + self.num_frames)
         return {
-            "video": torch.from_numpy(video),
+            "video": torch.from_numpy(np.ascontiguousarray(video[clip])),
             "label": torch.tensor(label, dtype=torch.int64),
-            "segmentation": torch.from_numpy(segmentation),
-            "instance": torch.from_numpy(instance),
-            "video_index": torch.tensor(index, dtype=torch.int64),
-            "view_index": torch.tensor(0, dtype=torch.int64),
+            "segmentation": torch.from_numpy(segmentation[clip]),
+            "instance": torch.from_numpy(instance[clip]),
+            "video_index": torch.tensor(video_index, dtype=torch.int64),
+            "view_index": torch.tensor(view, dtype=torch.int64),
         }
 
     def background(self, rng: np.random.Generator) -> np.ndarray:
@@ -104,7 +112,7 @@ class SyntheticVideoDataset(Dataset):
         self, start: np.ndarray, velocity: np.ndarray, radius: float
     ) -> tuple[np.ndarray, np.ndarray]:
         """Centres (T,) y and x of an object bouncing elastically off the frame borders."""
-        t = np.arange(self.num_frames, dtype=np.float32)[:, None]
+        t = np.arange(self.total_frames, dtype=np.float32)[:, None]
         low = np.array([radius, radius], np.float32)
         span = np.array([self.height - 1, self.width - 1], np.float32) - 2 * radius
         span = np.maximum(span, 1e-3)
@@ -116,9 +124,9 @@ class SyntheticVideoDataset(Dataset):
         return centres[:, 0], centres[:, 1]
 
     def render(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """Render one clip: video (T, C, H, W) uint8, segmentation and instance (T, H, W), label."""
-        frames = np.repeat(self.background(rng)[None], self.num_frames, axis=0)  # T, H, W, C
-        segmentation = np.zeros((self.num_frames, self.height, self.width), np.int64)
+        """Render one whole video: video (T, C, H, W) uint8, segmentation and instance (T, H, W), label."""
+        frames = np.repeat(self.background(rng)[None], self.total_frames, axis=0)  # T, H, W, C
+        segmentation = np.zeros((self.total_frames, self.height, self.width), np.int64)
         instance = np.zeros_like(segmentation)
         num_objects = int(rng.integers(self.min_objects, self.max_objects + 1))
         label = int(rng.integers(NUM_DIRECTIONS))
@@ -126,7 +134,8 @@ class SyntheticVideoDataset(Dataset):
         # Distractors first, the main object last so that it is drawn on top and always visible.
         for obj in range(num_objects - 1, -1, -1):
             is_main = obj == 0
-            radius = float(rng.uniform(0.6, 1.0) * radius_max)
+            # The main object is the largest shape: that is how a model can tell it from the others.
+            radius = radius_max if is_main else float(rng.uniform(0.4, 0.6) * radius_max)
             kind = str(rng.choice(list(SHAPE_CLASSES)))
             if is_main:
                 angle = 2 * np.pi * label / NUM_DIRECTIONS
@@ -155,7 +164,7 @@ class SyntheticVideoDataset(Dataset):
 
         Keeping the main object away from walls keeps its direction (the label) constant.
         """
-        travel = self.speed * (self.num_frames - 1)
+        travel = self.speed * (self.total_frames - 1)
         dy, dx = -np.sin(angle) * travel, np.cos(angle) * travel
         start = []
         for extent, delta in ((self.height, dy), (self.width, dx)):
@@ -187,6 +196,7 @@ class SyntheticVideoDataModule(VideoDataModule):
         val_size: int = 256,
         test_size: int = 512,
         seed: int = 0,
+        test_views: int = 1,
         **loader_options: Any,
     ) -> None:
         super().__init__(num_frames, height, width, channels, num_classes, **loader_options)
@@ -209,6 +219,7 @@ class SyntheticVideoDataModule(VideoDataModule):
             "val": require_positive_int("data.val_size", val_size),
             "test": require_positive_int("data.test_size", test_size),
         }
+        self.test_views = require_positive_int("data.test_views", test_views)
         self.render_options = dict(
             num_frames=num_frames,
             height=height,
@@ -221,4 +232,5 @@ class SyntheticVideoDataModule(VideoDataModule):
         )
 
     def make_dataset(self, split: str) -> SyntheticVideoDataset:
-        return SyntheticVideoDataset(self.sizes[split], split=split, **self.render_options)
+        views = self.test_views if split == "test" else 1
+        return SyntheticVideoDataset(self.sizes[split], split=split, views=views, **self.render_options)

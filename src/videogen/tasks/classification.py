@@ -1,4 +1,9 @@
-"""Video classification (ViT per frame, and later ViViT): cross-entropy, top-1/top-5 accuracy."""
+"""Video classification (ViT per frame, ViViT): cross-entropy, top-1/top-5 accuracy.
+
+The test loop is multi-view aware: when a video is seen as several views (temporal clips x
+spatial crops, tagged by `video_index`), accuracy is reported per view (`test/acc`) and per
+video after averaging the views' logits or softmax scores (`test/video_acc`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,23 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from videogen.tasks.base import VideoTask
+
+VIEW_AGGREGATIONS = ("mean_logits", "mean_softmax")
+
+
+def aggregate_views(
+    scores: torch.Tensor, labels: torch.Tensor, video_index: torch.Tensor, use_softmax: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average per-view scores (N, K) over views of the same video -> (V, K) scores, (V,) labels."""
+    if use_softmax:
+        scores = scores.softmax(dim=-1)
+    videos, inverse = torch.unique(video_index, return_inverse=True)
+    sums = torch.zeros(len(videos), scores.shape[1], dtype=scores.dtype, device=scores.device)
+    sums.index_add_(0, inverse, scores)
+    counts = torch.bincount(inverse, minlength=len(videos)).unsqueeze(1)
+    video_labels = torch.zeros(len(videos), dtype=labels.dtype, device=labels.device)
+    video_labels[inverse] = labels
+    return sums / counts, video_labels
 
 
 class ClassificationTask(VideoTask):
@@ -22,10 +44,15 @@ class ClassificationTask(VideoTask):
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         label_smoothing: float = 0.0,
+        view_aggregation: str = "mean_logits",
     ) -> None:
         super().__init__(net, optimizer, scheduler)
         self.save_hyperparameters(logger=False)
+        if view_aggregation not in VIEW_AGGREGATIONS:
+            raise ValueError(f"view_aggregation must be one of {VIEW_AGGREGATIONS}, got {view_aggregation!r}")
         self.label_smoothing = label_smoothing
+        self.view_aggregation = view_aggregation
+        self.test_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         num_classes = int(net["num_classes"])
         # One metric object per split and k: torchmetrics keeps state across a whole epoch.
         self.accuracy = torch.nn.ModuleDict(
@@ -43,6 +70,8 @@ class ClassificationTask(VideoTask):
 
     def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
         logits = self(batch["video"])
+        if split == "test" and "video_index" in batch:
+            self.test_outputs.append((logits.detach().float(), batch["label"], batch["video_index"]))
         labels = batch["label"]
         smoothing = self.label_smoothing if split == "train" else 0.0
         loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
@@ -78,6 +107,25 @@ class ClassificationTask(VideoTask):
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self.shared_step(batch, "test")
+
+    def on_test_epoch_start(self) -> None:
+        self.test_outputs.clear()
+
+    def on_test_epoch_end(self) -> None:
+        """Per-video accuracy after averaging the views of each video (gathered over all ranks)."""
+        if not self.test_outputs:
+            return
+        logits, labels, video_index = (torch.cat(parts) for parts in zip(*self.test_outputs, strict=True))
+        self.test_outputs.clear()
+        if self.trainer.world_size > 1:
+            logits, labels, video_index = (self.all_gather(t).flatten(0, 1) for t in (logits, labels, video_index))
+        scores, video_labels = aggregate_views(logits, labels, video_index, self.view_aggregation == "mean_softmax")
+        num_classes = scores.shape[1]
+        for k, name in ((1, "test/video_acc"), (5, "test/video_acc_top5")):
+            top = scores.topk(min(k, num_classes), dim=1).indices
+            accuracy = (top == video_labels.unsqueeze(1)).any(dim=1).float().mean()
+            self.log(name, accuracy, sync_dist=False, rank_zero_only=True)
+        self.log("test/views_per_video", labels.numel() / video_labels.numel(), rank_zero_only=True)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self(batch["video"]).softmax(dim=-1)

@@ -1,0 +1,199 @@
+"""ViViT: a video vision transformer (Arnab et al., ICCV 2021), all four variants in one module.
+
+    spatio_temporal            Model 1: CLS + all T*S tokens through one encoder.
+    factorised_encoder         Model 2: a spatial ViT per frame (own CLS), then a temporal
+                               transformer over the frame tokens (own CLS); temporal_depth=0
+                               is the average-pool baseline.
+    factorised_self_attention  Model 3: blocks of temporal MSA, spatial MSA, MLP; no CLS (GAP).
+    factorised_dot_product     Model 4: standard blocks whose heads are split between time and
+                               space; no CLS (GAP).
+
+Video enters as (B, T, C, H, W). `tubelet_size=(1, p, p)` is uniform frame sampling (2D patches
+of every frame); `(t, p, p)` is tubelet embedding. Tokens are time-major. Every ViT-shaped part
+keeps timm's parameter names (`patch_embed.proj`, `cls_token`, `pos_embed`, `blocks.N.*`, `norm`,
+`head`), which is what makes initialisation from a ViT a matter of reshaping a few tensors
+(see `videogen.models.vivit_init`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from einops import rearrange
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from videogen.models.layers import Block, FactorisedDotProductAttention, FactorisedSelfAttentionBlock, Grid
+
+VARIANTS = ("spatio_temporal", "factorised_encoder", "factorised_self_attention", "factorised_dot_product")
+
+
+class TubeletEmbedding(nn.Module):
+    """Non-overlapping (t, h, w) tubelets -> tokens (B, T/t, H/h * W/w, D) with a Conv3d."""
+
+    def __init__(self, in_chans: int, embed_dim: int, tubelet_size: Sequence[int]) -> None:
+        super().__init__()
+        self.tubelet_size = tuple(int(s) for s in tubelet_size)
+        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=self.tubelet_size, stride=self.tubelet_size)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        x = self.proj(video.transpose(1, 2))  # B, D, T', H', W'
+        return rearrange(x, "b d t h w -> b t (h w) d")
+
+
+class ViViT(nn.Module):
+    """Video vision transformer; `variant` picks one of the paper's four models (see module doc)."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        num_frames: int,
+        img_size: int | Sequence[int],
+        in_chans: int = 3,
+        variant: str = "factorised_encoder",
+        tubelet_size: Sequence[int] = (2, 16, 16),
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        temporal_depth: int = 4,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        temporal_first: bool = True,
+        grad_checkpointing: bool = False,
+        pretrained_path: str | None = None,
+        tubelet_init: str = "central_frame",
+    ) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown ViViT variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        t, h, w = tubelet_size
+        if num_frames % t or height % h or width % w:
+            raise ValueError(
+                f"video {num_frames}x{height}x{width} (frames x height x width) is not divisible into "
+                f"tubelets of {t}x{h}x{w}"
+            )
+        self.variant = variant
+        self.num_classes = num_classes
+        self.embed_dim = embed_dim
+        self.grid: Grid = (num_frames // t, (height // h) * (width // w))
+        self.grid_size = (height // h, width // w)
+        self.grad_checkpointing = grad_checkpointing
+        frames, tokens = self.grid
+
+        self.patch_embed = TubeletEmbedding(in_chans, embed_dim, tubelet_size)
+        uses_cls = variant in ("spatio_temporal", "factorised_encoder")
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if uses_cls else None
+        # Model 2's spatial encoder sees one frame at a time; the others see every token at once.
+        pos_tokens = tokens if variant == "factorised_encoder" else frames * tokens
+        self.pos_embed = nn.Parameter(torch.zeros(1, pos_tokens + int(uses_cls), embed_dim))
+        self.pos_drop = nn.Dropout(drop_rate)
+
+        block_options = dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate)
+        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        if variant == "factorised_self_attention":
+            self.blocks = nn.ModuleList(
+                FactorisedSelfAttentionBlock(embed_dim, num_heads, temporal_first, drop_path=r, **block_options)
+                for r in rates
+            )
+        else:
+            attention = FactorisedDotProductAttention if variant == "factorised_dot_product" else None
+            extra = {"attention": attention} if attention else {}
+            self.blocks = nn.ModuleList(Block(embed_dim, num_heads, drop_path=r, **block_options, **extra) for r in rates)
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+
+        self.temporal_depth = temporal_depth if variant == "factorised_encoder" else 0
+        if self.temporal_depth:
+            self.temporal_cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+            self.temporal_pos_embed = nn.Parameter(torch.zeros(1, frames + 1, embed_dim))
+            temporal_rates = torch.linspace(0, drop_path_rate, self.temporal_depth).tolist()
+            self.temporal_blocks = nn.ModuleList(
+                Block(embed_dim, num_heads, drop_path=r, **block_options) for r in temporal_rates
+            )
+            self.temporal_norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_weights()
+        if pretrained_path:
+            from videogen.models.vivit_init import init_from_vit
+
+            init_from_vit(self, pretrained_path, tubelet_init=tubelet_init)
+
+    def init_weights(self) -> None:
+        """timm's ViT initialisation; Model 3's temporal attention starts as the identity."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for name, param in self.named_parameters():
+            if name.endswith("pos_embed"):
+                nn.init.trunc_normal_(param, std=0.02)
+            elif name.endswith("cls_token"):
+                nn.init.normal_(param, std=1e-6)
+        for block in self.blocks:
+            if isinstance(block, FactorisedSelfAttentionBlock):
+                # A zero output projection makes the new temporal MSA add nothing at first, so a
+                # ViT-initialised Model 3 starts as the image model; its gradient is not zero.
+                nn.init.zeros_(block.temporal_attn.proj.weight)
+
+    def run_blocks(self, blocks: nn.ModuleList, x: torch.Tensor, grid: Grid | None = None) -> torch.Tensor:
+        for block in blocks:
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, grid, use_reentrant=False)
+            else:
+                x = block(x, grid)
+        return x
+
+    def check_input(self, video: torch.Tensor) -> None:
+        t, h, w = self.patch_embed.tubelet_size
+        expected = (self.grid[0] * t, self.grid_size[0] * h, self.grid_size[1] * w)
+        if video.ndim != 5 or tuple(video.shape[1:2]) + tuple(video.shape[3:]) != expected:
+            raise ValueError(
+                f"ViViT was built for clips of {expected[0]} frames at {expected[1]}x{expected[2]}, "
+                f"got a tensor of shape {tuple(video.shape)} (expected B, T, C, H, W)"
+            )
+
+    def forward_features(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, H, W) -> pooled clip features (B, D)."""
+        self.check_input(video)
+        x = self.patch_embed(video)  # B, T', S, D
+        batch, frames, tokens, _ = x.shape
+        if self.variant == "factorised_encoder":
+            return self.temporal_features(self.frame_features(x))
+        x = rearrange(x, "b t s d -> b (t s) d")
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(batch, -1, -1), x], dim=1)
+        x = self.pos_drop(x + self.pos_embed)
+        x = self.norm(self.run_blocks(self.blocks, x, (frames, tokens)))
+        return x[:, 0] if self.cls_token is not None else x.mean(dim=1)
+
+    def frame_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Model 2's spatial encoder: tokens (B, T', S, D) -> one CLS feature per frame (B, T', D)."""
+        batch = x.shape[0]
+        x = rearrange(x, "b t s d -> (b t) s d")
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = self.norm(self.run_blocks(self.blocks, self.pos_drop(x + self.pos_embed)))
+        return rearrange(x[:, 0], "(b t) d -> b t d", b=batch)
+
+    def temporal_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """Model 2's temporal encoder over frame features (B, T', D) -> (B, D); GAP when it has no layers."""
+        if not self.temporal_depth:
+            return frames.mean(dim=1)
+        x = torch.cat([self.temporal_cls_token.expand(frames.shape[0], -1, -1), frames], dim=1)
+        x = self.temporal_norm(self.run_blocks(self.temporal_blocks, x + self.temporal_pos_embed))
+        return x[:, 0]
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.head_drop(features))
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, H, W) -> logits (B, num_classes)."""
+        return self.forward_head(self.forward_features(video))
