@@ -116,3 +116,13 @@ def test_every_direction_is_balanced_enough() -> None:
     labels = np.array([int(make_dataset(size=400)[i]["label"]) for i in range(400)])
     counts = np.bincount(labels, minlength=NUM_DIRECTIONS)
     assert counts.min() > 25, counts
+
+
+def test_test_views_are_overlapping_clips_of_one_video() -> None:
+    dataset = make_dataset(split="test", size=4, views=3, view_stride=2)
+    assert len(dataset) == 12
+    first, second = dataset[3], dataset[4]  # video 1, views 0 and 1
+    assert int(first["video_index"]) == int(second["video_index"]) == 1
+    assert (int(first["view_index"]), int(second["view_index"])) == (0, 1)
+    assert int(first["label"]) == int(second["label"])
+    torch.testing.assert_close(first["video"][2:], second["video"][:-2])  # shifted by the stride

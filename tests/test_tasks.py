@@ -108,3 +108,50 @@ def test_foreign_and_corrupt_files_are_one_sentence(tmp_path: Path) -> None:
         ClassificationTask.load_from_checkpoint(corrupt)
     with pytest.raises(CheckpointError, match="does not exist"):
         ClassificationTask.load_from_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_views_of_one_video_are_averaged_before_the_metric() -> None:
+    from videogen.tasks.classification import aggregate_views
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 5.0], [1.0, 0.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    video_index = torch.tensor([7, 7, 3, 3])
+    scores, video_labels = aggregate_views(logits, labels, video_index, use_softmax=False)
+    torch.testing.assert_close(
+        scores, torch.tensor([[0.5, 2.5], [1.0, 0.5]])
+    )  # videos sorted: 3, 7
+    assert video_labels.tolist() == [1, 0]
+    soft, _ = aggregate_views(logits, labels, video_index, use_softmax=True)
+    torch.testing.assert_close(soft.sum(dim=1), torch.ones(2))
+
+
+def test_multi_view_test_reports_per_view_and_per_video_accuracy(tmp_path: Path) -> None:
+    task = ClassificationTask(net=NET, optimizer=OPTIMIZER)
+    datamodule = SyntheticVideoDataModule(
+        train_size=8, val_size=4, test_size=6, batch_size=4, test_views=3
+    )
+    trainer = pl.Trainer(
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    (results,) = trainer.test(task, datamodule=datamodule, verbose=False)
+    assert results["test/views_per_video"] == 3.0
+    # Recompute the per-video figure by hand from the per-view predictions.
+    datamodule.setup("test")
+    task.eval()
+    logits, labels, videos = [], [], []
+    with torch.no_grad():
+        for batch in datamodule.test_dataloader():
+            logits.append(task(datamodule.normalize(batch["video"])))
+            labels.append(batch["label"])
+            videos.append(batch["video_index"])
+    logits, labels, videos = torch.cat(logits), torch.cat(labels), torch.cat(videos)
+    assert len(logits) == 18 and videos.bincount().tolist() == [3] * 6
+    per_video = torch.stack([logits[videos == v].mean(0) for v in range(6)]).argmax(1)
+    video_labels = torch.stack([labels[videos == v][0] for v in range(6)])
+    assert results["test/video_acc"] == pytest.approx(
+        (per_video == video_labels).float().mean().item()
+    )
+    assert results["test/acc"] == pytest.approx((logits.argmax(1) == labels).float().mean().item())

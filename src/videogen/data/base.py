@@ -28,6 +28,11 @@ BATCH_KEYS: dict[str, str] = {
 }
 
 
+def per_channel(values: Sequence[float]) -> torch.Tensor:
+    """Per-channel statistics as a (1, 1, C, 1, 1) tensor that broadcasts over (B, T, C, H, W)."""
+    return torch.tensor(list(values), dtype=torch.float32).view(1, 1, -1, 1, 1)
+
+
 class VideoDataModule(pl.LightningDataModule, abc.ABC):
     """Base datamodule: builds loaders from `make_dataset(split)` and normalises video on the device.
 
@@ -65,14 +70,9 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
                 )
         if min(std) <= 0:
             raise ConfigError(f"data.std must be positive, got {list(std)}.")
-        # Shaped to broadcast over (B, T, C, H, W).
-        self.register_buffer_like("mean", mean)
-        self.register_buffer_like("std", std)
+        self.mean = per_channel(mean)
+        self.std = per_channel(std)
         self.datasets: dict[str, Dataset] = {}
-
-    def register_buffer_like(self, name: str, values: Sequence[float]) -> None:
-        """Store per-channel statistics as a (1, 1, C, 1, 1) float tensor."""
-        setattr(self, name, torch.tensor(list(values), dtype=torch.float32).view(1, 1, -1, 1, 1))
 
     @abc.abstractmethod
     def make_dataset(self, split: str) -> Dataset:

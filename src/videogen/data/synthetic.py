@@ -41,7 +41,7 @@ class SyntheticVideoDataset(Dataset):
         channels: int = 3,
         min_objects: int = 1,
         max_objects: int = 3,
-        speed: float = 1.5,
+        speed: float = 2.0,
         seed: int = 0,
         split: str = "train",
         views: int = 1,
@@ -125,7 +125,9 @@ class SyntheticVideoDataset(Dataset):
 
     def render(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """Render one whole video: video (T, C, H, W) uint8, segmentation and instance (T, H, W), label."""
-        frames = np.repeat(self.background(rng)[None], self.total_frames, axis=0)  # T, H, W, C
+        backdrop = self.background(rng)
+        backdrop_mean = backdrop.mean(axis=(0, 1))
+        frames = np.repeat(backdrop[None], self.total_frames, axis=0)  # T, H, W, C
         segmentation = np.zeros((self.total_frames, self.height, self.width), np.int64)
         instance = np.zeros_like(segmentation)
         num_objects = int(rng.integers(self.min_objects, self.max_objects + 1))
@@ -135,7 +137,7 @@ class SyntheticVideoDataset(Dataset):
         for obj in range(num_objects - 1, -1, -1):
             is_main = obj == 0
             # The main object is the largest shape: that is how a model can tell it from the others.
-            radius = radius_max if is_main else float(rng.uniform(0.4, 0.6) * radius_max)
+            radius = radius_max if is_main else float(rng.uniform(0.3, 0.5) * radius_max)
             kind = str(rng.choice(list(SHAPE_CLASSES)))
             if is_main:
                 angle = 2 * np.pi * label / NUM_DIRECTIONS
@@ -149,7 +151,11 @@ class SyntheticVideoDataset(Dataset):
             velocity = np.array([-np.sin(angle), np.cos(angle)], np.float32) * speed
             cy, cx = self.trajectory(start.astype(np.float32), velocity, radius)
             mask = self.shape_mask(kind, cy, cx, radius)
-            colour = rng.uniform(0, 255, size=self.channels).astype(np.float32)
+            # Shapes contrast with the background (half the range away from its mean colour),
+            # so that they can be found in every frame whatever the texture.
+            colour = np.mod(backdrop_mean + rng.uniform(96, 160, size=self.channels), 256).astype(
+                np.float32
+            )
             shade = 0.75 + 0.25 * np.sin(self.xs / max(radius, 1.0))[None, ..., None]  # own texture
             frames = np.where(mask[..., None], colour * shade, frames)
             segmentation[mask] = SHAPE_CLASSES[kind]
@@ -191,7 +197,7 @@ class SyntheticVideoDataModule(VideoDataModule):
         num_classes: int = NUM_DIRECTIONS,
         min_objects: int = 1,
         max_objects: int = 3,
-        speed: float = 1.5,
+        speed: float = 2.0,
         train_size: int = 2048,
         val_size: int = 256,
         test_size: int = 512,
@@ -233,4 +239,6 @@ class SyntheticVideoDataModule(VideoDataModule):
 
     def make_dataset(self, split: str) -> SyntheticVideoDataset:
         views = self.test_views if split == "test" else 1
-        return SyntheticVideoDataset(self.sizes[split], split=split, views=views, **self.render_options)
+        return SyntheticVideoDataset(
+            self.sizes[split], split=split, views=views, **self.render_options
+        )

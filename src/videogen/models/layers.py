@@ -20,7 +20,14 @@ Grid = tuple[int, int]
 class Attention(nn.Module):
     """Multi-head self-attention over a token sequence (B, N, D)."""
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"embed dim {dim} is not divisible by {num_heads} heads")
@@ -36,7 +43,9 @@ class Attention(nn.Module):
         return qkv[0], qkv[1], qkv[2]
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        return F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.attn_drop if self.training else 0.0
+        )
 
     def forward(self, x: torch.Tensor, grid: Grid | None = None) -> torch.Tensor:
         q, k, v = self.split_heads(x)
@@ -53,7 +62,9 @@ class FactorisedDotProductAttention(Attention):
 
     def __init__(self, dim: int, num_heads: int, **kwargs) -> None:
         if num_heads % 2:
-            raise ValueError(f"factorised dot-product attention needs an even head count, got {num_heads}")
+            raise ValueError(
+                f"factorised dot-product attention needs an even head count, got {num_heads}"
+            )
         super().__init__(dim, num_heads, **kwargs)
 
     def forward(self, x: torch.Tensor, grid: Grid | None = None) -> torch.Tensor:
@@ -69,8 +80,14 @@ class FactorisedDotProductAttention(Attention):
         def temporal(t: torch.Tensor) -> torch.Tensor:
             return rearrange(t[:, half:], "b h (t s) d -> (b s) h t d", t=frames)
 
-        out_s = rearrange(self.attend(spatial(q), spatial(k), spatial(v)), "(b t) h s d -> b h (t s) d", t=frames)
-        out_t = rearrange(self.attend(temporal(q), temporal(k), temporal(v)), "(b s) h t d -> b h (t s) d", s=tokens)
+        out_s = rearrange(
+            self.attend(spatial(q), spatial(k), spatial(v)), "(b t) h s d -> b h (t s) d", t=frames
+        )
+        out_t = rearrange(
+            self.attend(temporal(q), temporal(k), temporal(v)),
+            "(b s) h t d -> b h (t s) d",
+            s=tokens,
+        )
         out = rearrange(torch.cat([out_s, out_t], dim=1), "b h n d -> b n (h d)")
         return self.proj_drop(self.proj(out))
 
@@ -106,7 +123,9 @@ class Block(nn.Module):
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
+        self.attn = attention(
+            dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop
+        )
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
@@ -129,7 +148,10 @@ class FactorisedSelfAttentionBlock(Block):
         self.temporal_first = temporal_first
         self.temporal_norm = nn.LayerNorm(dim, eps=1e-6)
         self.temporal_attn = Attention(
-            dim, num_heads, qkv_bias=kwargs.get("qkv_bias", True), attn_drop=kwargs.get("attn_drop", 0.0),
+            dim,
+            num_heads,
+            qkv_bias=kwargs.get("qkv_bias", True),
+            attn_drop=kwargs.get("attn_drop", 0.0),
             proj_drop=kwargs.get("drop", 0.0),
         )
 
@@ -148,6 +170,8 @@ class FactorisedSelfAttentionBlock(Block):
     def forward(self, x: torch.Tensor, grid: Grid | None = None) -> torch.Tensor:
         if grid is None:
             raise ValueError("factorised self-attention needs the (time, space) token grid")
-        first, second = (self.temporal, self.spatial) if self.temporal_first else (self.spatial, self.temporal)
+        first, second = (
+            (self.temporal, self.spatial) if self.temporal_first else (self.spatial, self.temporal)
+        )
         x = second(first(x, grid), grid)
         return x + self.drop_path2(self.mlp(self.norm2(x)))

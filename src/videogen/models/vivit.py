@@ -24,9 +24,19 @@ from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from videogen.models.layers import Block, FactorisedDotProductAttention, FactorisedSelfAttentionBlock, Grid
+from videogen.models.layers import (
+    Block,
+    FactorisedDotProductAttention,
+    FactorisedSelfAttentionBlock,
+    Grid,
+)
 
-VARIANTS = ("spatio_temporal", "factorised_encoder", "factorised_self_attention", "factorised_dot_product")
+VARIANTS = (
+    "spatio_temporal",
+    "factorised_encoder",
+    "factorised_self_attention",
+    "factorised_dot_product",
+)
 
 
 class TubeletEmbedding(nn.Module):
@@ -35,7 +45,9 @@ class TubeletEmbedding(nn.Module):
     def __init__(self, in_chans: int, embed_dim: int, tubelet_size: Sequence[int]) -> None:
         super().__init__()
         self.tubelet_size = tuple(int(s) for s in tubelet_size)
-        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=self.tubelet_size, stride=self.tubelet_size)
+        self.proj = nn.Conv3d(
+            in_chans, embed_dim, kernel_size=self.tubelet_size, stride=self.tubelet_size
+        )
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         x = self.proj(video.transpose(1, 2))  # B, D, T', H', W'
@@ -69,7 +81,9 @@ class ViViT(nn.Module):
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
-            raise ValueError(f"unknown ViViT variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+            raise ValueError(
+                f"unknown ViViT variant {variant!r}; choose one of {', '.join(VARIANTS)}"
+            )
         height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         t, h, w = tubelet_size
         if num_frames % t or height % h or width % w:
@@ -93,17 +107,25 @@ class ViViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, pos_tokens + int(uses_cls), embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
 
-        block_options = dict(mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate)
+        block_options = dict(
+            mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate
+        )
         rates = torch.linspace(0, drop_path_rate, depth).tolist()
         if variant == "factorised_self_attention":
             self.blocks = nn.ModuleList(
-                FactorisedSelfAttentionBlock(embed_dim, num_heads, temporal_first, drop_path=r, **block_options)
+                FactorisedSelfAttentionBlock(
+                    embed_dim, num_heads, temporal_first, drop_path=r, **block_options
+                )
                 for r in rates
             )
         else:
-            attention = FactorisedDotProductAttention if variant == "factorised_dot_product" else None
+            attention = (
+                FactorisedDotProductAttention if variant == "factorised_dot_product" else None
+            )
             extra = {"attention": attention} if attention else {}
-            self.blocks = nn.ModuleList(Block(embed_dim, num_heads, drop_path=r, **block_options, **extra) for r in rates)
+            self.blocks = nn.ModuleList(
+                Block(embed_dim, num_heads, drop_path=r, **block_options, **extra) for r in rates
+            )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
 
         self.temporal_depth = temporal_depth if variant == "factorised_encoder" else 0
@@ -144,7 +166,9 @@ class ViViT(nn.Module):
                 # ViT-initialised Model 3 starts as the image model; its gradient is not zero.
                 nn.init.zeros_(block.temporal_attn.proj.weight)
 
-    def run_blocks(self, blocks: nn.ModuleList, x: torch.Tensor, grid: Grid | None = None) -> torch.Tensor:
+    def run_blocks(
+        self, blocks: nn.ModuleList, x: torch.Tensor, grid: Grid | None = None
+    ) -> torch.Tensor:
         for block in blocks:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(block, x, grid, use_reentrant=False)

@@ -66,7 +66,9 @@ def inflate_patch_kernel(kernel: torch.Tensor, target_shape: torch.Size, mode: s
 def video_pos_embed(vit_pos: torch.Tensor, model: ViViT, vit_has_cls: bool = True) -> torch.Tensor:
     """ViT position embedding (1, [1 +] S0, D) -> the shape of `model.pos_embed`."""
     prefix = 1 if vit_has_cls else 0
-    spatial = resample_abs_pos_embed(vit_pos, new_size=list(model.grid_size), num_prefix_tokens=prefix)
+    spatial = resample_abs_pos_embed(
+        vit_pos, new_size=list(model.grid_size), num_prefix_tokens=prefix
+    )
     cls_row, grid = spatial[:, :prefix], spatial[:, prefix:]
     frames = 1 if model.variant == "factorised_encoder" else model.grid[0]
     grid = grid.repeat(1, frames, 1)  # time-major: frame 0's grid, then frame 1's, ...
@@ -97,9 +99,13 @@ def init_from_vit(
         elif value.shape != wanted:
             continue  # e.g. a head for another number of classes: left new
         if value.shape != wanted:
-            raise ValueError(f"{key}: cannot fit ViT tensor of shape {tuple(value.shape)} into {tuple(wanted)}")
+            raise ValueError(
+                f"{key}: cannot fit ViT tensor of shape {tuple(value.shape)} into {tuple(wanted)}"
+            )
         adapted[key] = value
-    report.loaded = sorted(k for k in adapted if not any(r.startswith(k + " ") for r in report.reshaped))
+    report.loaded = sorted(
+        k for k in adapted if not any(r.startswith(k + " ") for r in report.reshaped)
+    )
     report.new = sorted(set(target) - set(adapted))
     model.load_state_dict(adapted, strict=False)
     log.info("ViViT initialised from ViT: %s", report.summary())

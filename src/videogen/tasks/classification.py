@@ -49,7 +49,9 @@ class ClassificationTask(VideoTask):
         super().__init__(net, optimizer, scheduler)
         self.save_hyperparameters(logger=False)
         if view_aggregation not in VIEW_AGGREGATIONS:
-            raise ValueError(f"view_aggregation must be one of {VIEW_AGGREGATIONS}, got {view_aggregation!r}")
+            raise ValueError(
+                f"view_aggregation must be one of {VIEW_AGGREGATIONS}, got {view_aggregation!r}"
+            )
         self.label_smoothing = label_smoothing
         self.view_aggregation = view_aggregation
         self.test_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -71,7 +73,9 @@ class ClassificationTask(VideoTask):
     def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
         logits = self(batch["video"])
         if split == "test" and "video_index" in batch:
-            self.test_outputs.append((logits.detach().float(), batch["label"], batch["video_index"]))
+            self.test_outputs.append(
+                (logits.detach().float(), batch["label"], batch["video_index"])
+            )
         labels = batch["label"]
         smoothing = self.label_smoothing if split == "train" else 0.0
         loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
@@ -115,11 +119,17 @@ class ClassificationTask(VideoTask):
         """Per-video accuracy after averaging the views of each video (gathered over all ranks)."""
         if not self.test_outputs:
             return
-        logits, labels, video_index = (torch.cat(parts) for parts in zip(*self.test_outputs, strict=True))
+        logits, labels, video_index = (
+            torch.cat(parts) for parts in zip(*self.test_outputs, strict=True)
+        )
         self.test_outputs.clear()
         if self.trainer.world_size > 1:
-            logits, labels, video_index = (self.all_gather(t).flatten(0, 1) for t in (logits, labels, video_index))
-        scores, video_labels = aggregate_views(logits, labels, video_index, self.view_aggregation == "mean_softmax")
+            logits, labels, video_index = (
+                self.all_gather(t).flatten(0, 1) for t in (logits, labels, video_index)
+            )
+        scores, video_labels = aggregate_views(
+            logits, labels, video_index, self.view_aggregation == "mean_softmax"
+        )
         num_classes = scores.shape[1]
         for k, name in ((1, "test/video_acc"), (5, "test/video_acc_top5")):
             top = scores.topk(min(k, num_classes), dim=1).indices
