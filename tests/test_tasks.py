@@ -155,3 +155,24 @@ def test_multi_view_test_reports_per_view_and_per_video_accuracy(tmp_path: Path)
         (per_video == video_labels).float().mean().item()
     )
     assert results["test/acc"] == pytest.approx((logits.argmax(1) == labels).float().mean().item())
+
+
+def test_mixup_and_cutmix_mix_whole_clips_and_their_labels() -> None:
+    from videogen.tasks.classification import mix_clips
+
+    torch.manual_seed(0)
+    video = (
+        torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1, 1).expand(4, 3, 2, 8, 8).contiguous()
+    )
+    labels = torch.tensor([0, 1, 2, 3])
+    mixed, targets = mix_clips(video, labels, mixup_alpha=0.4, cutmix_alpha=0.0)
+    (lam, first), (rest, second) = targets
+    assert lam + rest == pytest.approx(1.0) and torch.equal(first, labels)
+    torch.testing.assert_close(mixed[:, 0, 0, 0, 0], lam * labels.float() + rest * second.float())
+    mixed, targets = mix_clips(video, labels, mixup_alpha=0.0, cutmix_alpha=1.0)
+    (lam, _), (rest, second) = targets
+    pasted = mixed != video
+    assert torch.equal(pasted[:, :1].expand_as(pasted), pasted), "the same box in every frame"
+    changed = (mixed[:, 0, 0] != video[:, 0, 0]).float().mean(dim=(1, 2))
+    moved = second != labels
+    assert torch.allclose(changed[moved], torch.full_like(changed[moved], rest))

@@ -173,3 +173,38 @@ def test_wrong_clip_shape_is_a_clear_error() -> None:
         model(torch.randn(1, 8, 3, 32, 32))
     with pytest.raises(ValueError, match="not divisible into tubelets"):
         ViViT(5, 5, 32, tubelet_size=(2, 8, 8), **SMALL)
+
+
+def test_paper_presets_carry_the_recipe(compose_train) -> None:
+    k400 = compose_train("experiment=vivit_b_k400")
+    assert (k400.optimizer._target_, k400.optimizer.lr, k400.optimizer.momentum) == (
+        "torch.optim.SGD",
+        0.1,
+        0.9,
+    )
+    assert (k400.scheduler.warmup_epochs, k400.trainer.max_epochs) == (2.5, 30)
+    assert k400.data.batch_size * k400.trainer.devices == 64
+    assert (
+        k400.data.num_frames,
+        k400.data.frame_stride,
+        k400.data.height,
+        k400.data.short_side,
+    ) == (32, 2, 224, 256)
+    assert (k400.data.test_clips, k400.data.test_crops) == (4, 3)
+    assert (k400.model.net.variant, list(k400.model.net.tubelet_size)) == (
+        "factorised_encoder",
+        [2, 16, 16],
+    )
+    ssv2 = compose_train("experiment=vivit_l_ssv2")
+    assert (ssv2.optimizer.lr, ssv2.trainer.max_epochs, ssv2.model.net.drop_path_rate) == (
+        0.5,
+        35,
+        0.3,
+    )
+    assert (ssv2.model.label_smoothing, ssv2.model.mixup_alpha) == (0.3, 0.3)
+    assert (ssv2.model.net.embed_dim, ssv2.model.net.depth, ssv2.model.net.num_heads) == (
+        1024,
+        24,
+        16,
+    )
+    assert ssv2.data.flip is False

@@ -15,3 +15,7 @@ class CheckpointError(VideogenError):
 
 class IncompatibleDataError(VideogenError):
     """The datamodule does not provide the batch keys the task requires."""
+
+
+class DataError(VideogenError):
+    """The dataset on disk cannot be used as configured (too many unreadable files, wrong layout)."""

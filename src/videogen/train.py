@@ -19,6 +19,7 @@ from videogen.utils.build import (
     build_trainer,
     choice,
     run_config_for_checkpoint,
+    task_class,
 )
 from videogen.utils.cli import print_metrics, report_user_errors, save_metrics
 
@@ -37,12 +38,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured task on the configured data, test it, and return the final metrics."""
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
-    task = build_task(cfg)
-    task.check_data(
+    task_cls = task_class(cfg)
+    task_cls.check_data(
         datamodule,
         data_name=choice("data", type(datamodule).__name__),
-        model_name=choice("model", type(task).__name__),
+        model_name=choice("model", task_cls.__name__),
     )
+    task = build_task(cfg)
     task.run_config = run_config_for_checkpoint(cfg)
 
     loggers = build_loggers(cfg.get("logger"))

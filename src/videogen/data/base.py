@@ -7,15 +7,18 @@ normalised float only once it is on the device: 4x less host memory and transfer
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from videogen.config import require_non_negative_int, require_positive_int
-from videogen.errors import ConfigError
+from videogen.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 # Every key a datamodule may put in a batch, with its meaning (the batch contract).
 BATCH_KEYS: dict[str, str] = {
@@ -26,6 +29,35 @@ BATCH_KEYS: dict[str, str] = {
     "video_index": "int64 (B,) index of the source video",
     "view_index": "int64 (B,) index of the view (clip x crop) of that video",
 }
+
+
+class BadVideoLog:
+    """Counts the videos skipped as unreadable, per split; stops the run past `max_fraction`."""
+
+    def __init__(self, max_fraction: float) -> None:
+        self.max_fraction = max_fraction
+        self.counts: dict[str, int] = {}
+        self.attempted: dict[str, int] = {}
+        self.logged: set[str] = set()
+
+    def record(
+        self, split: str, bad: list[tuple[str, str]], attempted: int, dataset_size: int
+    ) -> None:
+        self.counts[split] = self.counts.get(split, 0) + len(bad)
+        self.attempted[split] = self.attempted.get(split, 0) + attempted
+        for path, reason in bad:
+            if path not in self.logged:  # once per file, however many epochs
+                self.logged.add(path)
+                log.warning("Skipped an unreadable video: %s (%s)", path, reason)
+        if self.counts[split] > self.max_fraction * dataset_size:
+            raise DataError(
+                f"{self.counts[split]} of {dataset_size} {split} videos could not be read (more than "
+                f"data.max_bad_fraction={self.max_fraction}); fix or remove them, or raise that limit."
+            )
+
+    def take_epoch(self, split: str) -> tuple[int, int]:
+        """(skipped, attempted) since the last call for `split`, and reset them."""
+        return self.counts.pop(split, 0), self.attempted.pop(split, 0)
 
 
 def per_channel(values: Sequence[float]) -> torch.Tensor:
@@ -73,6 +105,7 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
         self.mean = per_channel(mean)
         self.std = per_channel(std)
         self.datasets: dict[str, Dataset] = {}
+        self.bad_videos = BadVideoLog(max_fraction=1.0)
 
     @abc.abstractmethod
     def make_dataset(self, split: str) -> Dataset:
@@ -104,7 +137,12 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             drop_last=shuffle,
+            collate_fn=self.collate_fn(),
         )
+
+    def collate_fn(self) -> Callable[[list[Any]], Any]:
+        """How items become a batch (datasets that can skip bad files override this)."""
+        return default_collate
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", shuffle=True)
@@ -125,7 +163,18 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
         """Inverse of `normalize`, back to float in [0, 1]."""
         return (video * self.std.to(video.device) + self.mean.to(video.device)).clamp_(0.0, 1.0)
 
+    def current_split(self) -> str:
+        trainer = self.trainer
+        if trainer is None or trainer.training:
+            return "train"
+        return "test" if trainer.testing else "val"
+
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        if "num_attempted" in batch:
+            split = self.current_split()
+            self.bad_videos.record(
+                split, batch.pop("bad_videos"), batch.pop("num_attempted"), len(self.dataset(split))
+            )
         if "video" in batch and batch["video"].dtype == torch.uint8:
             batch["video"] = self.normalize(batch["video"])
         return batch

@@ -73,12 +73,13 @@ class VideoTask(pl.LightningModule):
         # The whole run config (set by the train entry point) travels in every checkpoint.
         self.run_config: dict[str, Any] | None = None
 
+    @classmethod
     def check_data(
-        self, datamodule: pl.LightningDataModule, data_name: str, model_name: str
+        cls, datamodule: pl.LightningDataModule, data_name: str, model_name: str
     ) -> None:
-        """Refuse, before any work, a datamodule that lacks a batch key this task reads."""
+        """Refuse, before any work (the network is not even built), data that lacks a key this task reads."""
         provides = getattr(datamodule, "provides", frozenset())
-        missing = sorted(self.requires - provides)
+        missing = sorted(cls.requires - provides)
         if missing:
             raise IncompatibleDataError(
                 f"model '{model_name}' needs the batch keys {missing}, which data '{data_name}' does "

@@ -18,6 +18,35 @@ from videogen.tasks.base import VideoTask
 VIEW_AGGREGATIONS = ("mean_logits", "mean_softmax")
 
 
+def mix_clips(
+    video: torch.Tensor, labels: torch.Tensor, mixup_alpha: float, cutmix_alpha: float
+) -> tuple[torch.Tensor, list[tuple[float, torch.Tensor]]]:
+    """Mixup (blend two clips) or CutMix (paste the same box of another clip into every frame).
+
+    Returns the mixed clips and the (weight, labels) pairs whose weighted losses make the target.
+    With both enabled, each batch uses one of the two at random.
+    """
+    use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or torch.rand(()) < 0.5)
+    alpha = cutmix_alpha if use_cutmix else mixup_alpha
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    order = torch.randperm(video.shape[0], device=video.device)
+    if use_cutmix:
+        height, width = video.shape[-2:]
+        cut_h, cut_w = int(height * (1 - lam) ** 0.5), int(width * (1 - lam) ** 0.5)
+        top, left = (
+            int(torch.randint(0, height - cut_h + 1, ())),
+            int(torch.randint(0, width - cut_w + 1, ())),
+        )
+        video = video.clone()
+        video[..., top : top + cut_h, left : left + cut_w] = video[order][
+            ..., top : top + cut_h, left : left + cut_w
+        ]
+        lam = 1 - cut_h * cut_w / (height * width)  # the pasted area decides the label weights
+    else:
+        video = lam * video + (1 - lam) * video[order]
+    return video, [(lam, labels), (1 - lam, labels[order])]
+
+
 def aggregate_views(
     scores: torch.Tensor, labels: torch.Tensor, video_index: torch.Tensor, use_softmax: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,6 +74,8 @@ class ClassificationTask(VideoTask):
         scheduler: dict[str, Any] | None = None,
         label_smoothing: float = 0.0,
         view_aggregation: str = "mean_logits",
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
     ) -> None:
         super().__init__(net, optimizer, scheduler)
         self.save_hyperparameters(logger=False)
@@ -54,6 +85,8 @@ class ClassificationTask(VideoTask):
             )
         self.label_smoothing = label_smoothing
         self.view_aggregation = view_aggregation
+        self.mixup_alpha = mixup_alpha
+        self.cutmix_alpha = cutmix_alpha
         self.test_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         num_classes = int(net["num_classes"])
         # One metric object per split and k: torchmetrics keeps state across a whole epoch.
@@ -70,13 +103,31 @@ class ClassificationTask(VideoTask):
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.net(video)
 
-    def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
-        logits = self(batch["video"])
+    def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor | None:
+        if "video" not in batch:  # every clip of this batch was unreadable and skipped
+            return None
+        video, labels = batch["video"], batch["label"]
+        if split == "train" and (self.mixup_alpha or self.cutmix_alpha):
+            video, mixed = mix_clips(video, labels, self.mixup_alpha, self.cutmix_alpha)
+            logits = self(video)
+            loss = sum(
+                w * F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+                for w, y in mixed
+            )
+            self.log(
+                "train/loss",
+                loss,
+                on_step=True,
+                on_epoch=True,
+                prog_bar=True,
+                batch_size=labels.shape[0],
+            )
+            return loss
+        logits = self(video)
         if split == "test" and "video_index" in batch:
             self.test_outputs.append(
                 (logits.detach().float(), batch["label"], batch["video_index"])
             )
-        labels = batch["label"]
         smoothing = self.label_smoothing if split == "train" else 0.0
         loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
         top1, top5 = self.accuracy[f"{split}_top1"], self.accuracy[f"{split}_top5"]
@@ -103,7 +154,7 @@ class ClassificationTask(VideoTask):
         self.log(f"{split}/acc_top5", top5, on_step=False, on_epoch=True, batch_size=batch_size)
         return loss
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         return self.shared_step(batch, "train")
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

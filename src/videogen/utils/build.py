@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from videogen.callbacks.data_health import SkippedVideoReport
 from videogen.data.base import VideoDataModule
 from videogen.errors import ConfigError
 from videogen.tasks.base import VideoTask
@@ -41,14 +42,20 @@ def build_datamodule(cfg: DictConfig) -> VideoDataModule:
     return datamodule
 
 
+def task_class(cfg: DictConfig) -> type[VideoTask]:
+    """The task class named by `model._target_`."""
+    task_cls = get_class(cfg.model._target_)
+    if not issubclass(task_cls, VideoTask):
+        raise ConfigError(f"model._target_ must be a videogen task, got {task_cls.__name__}.")
+    return task_cls
+
+
 def build_task(cfg: DictConfig) -> VideoTask:
     """The task of `cfg.model`, given plain resolved dicts so that they pickle into hparams."""
     model_cfg = container(cfg.model)
     model_cfg.pop("_recursive_", None)
-    task_cls = get_class(model_cfg.pop("_target_"))
-    if not issubclass(task_cls, VideoTask):
-        raise ConfigError(f"model._target_ must be a videogen task, got {task_cls.__name__}.")
-    return task_cls(
+    model_cfg.pop("_target_")
+    return task_class(cfg)(
         **model_cfg,
         optimizer=container(cfg.get("optimizer")),
         scheduler=container(cfg.get("scheduler")),
@@ -67,7 +74,9 @@ def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list[A
     # The synthetic data is rendered in the main process on purpose; Lightning's advice to add
     # workers is noise there, and real datasets set data.num_workers themselves.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return instantiate(
+        cfg.trainer, callbacks=[*callbacks, SkippedVideoReport()], logger=loggers or False
+    )
 
 
 def run_config_for_checkpoint(cfg: DictConfig) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Lightning callbacks that every videogen run gets."""

@@ -1,0 +1,260 @@
+"""Clip datasets over video files, shared by the file-based datamodules (Kinetics, SSv2).
+
+A dataset is a list of `VideoSample(path, label)`. Each item decodes one clip (random in
+training, centre in validation, `test_clips x test_crops` views in test), transforms it as a
+whole and returns uint8 video. An unreadable video never breaks an epoch: the item comes back
+as a marker, the collate function drops it from the batch (nothing else in the batch is lost),
+and the datamodule counts it and logs its path once.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from videogen.config import require_positive_int
+from videogen.data import sampling, transforms
+from videogen.data.base import VideoDataModule
+from videogen.data.decode import VideoDecodeError, open_video
+from videogen.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+BAD_KEY = "bad_video"
+
+
+@dataclass(frozen=True)
+class VideoSample:
+    """One video of a dataset index: its path and class index."""
+
+    path: str
+    label: int
+
+
+@dataclass
+class ClipOptions:
+    """How a clip is sampled and transformed (one set per datamodule)."""
+
+    num_frames: int
+    crop_size: int
+    short_side: int
+    frame_stride: int = 2
+    target_fps: float | None = None
+    short_video: str = "loop"
+    decode_short_side: int | None = None
+    scale_jitter: tuple[float, float] = (0.9, 1.33)
+    flip: bool = True
+    test_clips: int = 1
+    test_crops: int = 1
+
+
+class VideoClipDataset(Dataset):
+    """Clips of the videos in `samples` for one split; see the module docstring."""
+
+    def __init__(self, samples: Sequence[VideoSample], split: str, options: ClipOptions) -> None:
+        self.samples = list(samples)
+        self.split = split
+        self.options = options
+        self.views = options.test_clips * options.test_crops if split == "test" else 1
+
+    def __len__(self) -> int:
+        return len(self.samples) * self.views
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        video_index, view = divmod(index, self.views)
+        sample = self.samples[video_index]
+        try:
+            clip = self.load(sample.path, view)
+        except VideoDecodeError as error:
+            return {BAD_KEY: sample.path, "reason": error.reason}
+        return {
+            "video": clip["video"],
+            "label": torch.tensor(sample.label, dtype=torch.int64),
+            "video_index": torch.tensor(video_index, dtype=torch.int64),
+            "view_index": torch.tensor(view, dtype=torch.int64),
+        }
+
+    def frame_indices(
+        self, num_video_frames: int, fps: float, view: int, rng: np.random.Generator
+    ) -> np.ndarray:
+        o = self.options
+        step = sampling.frame_step(o.frame_stride, fps, o.target_fps)
+        if self.split == "train":
+            return sampling.random_clip(num_video_frames, o.num_frames, step, rng, o.short_video)
+        if self.split == "test" and o.test_clips > 1:
+            clips = sampling.multi_view_clips(
+                num_video_frames, o.num_frames, step, o.test_clips, o.short_video
+            )
+            return clips[view // o.test_crops]
+        return sampling.centre_clip(num_video_frames, o.num_frames, step, o.short_video)
+
+    def load(self, path: str, view: int) -> dict[str, Any]:
+        o = self.options
+        rng = np.random.default_rng(
+            int(torch.randint(0, 2**31 - 1, (1,)))
+        )  # seeded per worker by Lightning
+        with open_video(path, o.decode_short_side) as reader:
+            if reader.num_frames == 0:
+                raise VideoDecodeError(path, "the video has no frames")
+            indices = self.frame_indices(reader.num_frames, reader.fps, view, rng)
+            try:
+                frames = reader.get_batch(indices.tolist())
+            except VideoDecodeError:
+                raise
+            except Exception as error:  # truncated files fail while decoding
+                raise VideoDecodeError(path, f"decoding failed ({type(error).__name__})") from error
+        clip = {
+            "video": torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+        }  # T, C, H, W
+        if self.split == "train":
+            clip = transforms.scale_jitter_crop(
+                clip, o.crop_size, rng, o.short_side, o.scale_jitter
+            )
+            return transforms.horizontal_flip(clip, rng) if o.flip else clip
+        clip = transforms.resize_short_side(clip, o.short_side)
+        if self.split == "test" and o.test_crops > 1:
+            return transforms.spatial_crops(clip, o.crop_size, o.test_crops)[view % o.test_crops]
+        return transforms.centre_crop(clip, o.crop_size, o.crop_size)
+
+
+def collate_skipping_bad(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Collate the readable items; report the unreadable ones as `bad_videos` (path, reason)."""
+    good = [item for item in items if BAD_KEY not in item]
+    bad = [(item[BAD_KEY], item["reason"]) for item in items if BAD_KEY in item]
+    batch = default_collate(good) if good else {}
+    batch["bad_videos"] = bad
+    batch["num_attempted"] = len(items)
+    return batch
+
+
+def read_index_cache(path: Path, sources: Sequence[Path]) -> list[VideoSample] | None:
+    """The cached index at `path`, if it is newer than every annotation file it was built from."""
+    try:
+        if path.stat().st_mtime < max(s.stat().st_mtime for s in sources if s.exists()):
+            return None
+        return [VideoSample(**entry) for entry in json.loads(path.read_text())]
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def write_index_cache(path: Path, samples: Sequence[VideoSample]) -> None:
+    """Cache an index as JSON; a read-only dataset folder just means no cache."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps([asdict(s) for s in samples]))
+        tmp.replace(path)
+    except OSError as error:
+        log.info("Could not cache the dataset index at %s (%s)", path, error)
+
+
+class VideoFileDataModule(VideoDataModule):
+    """Base of the datamodules that read labelled video files; subclasses build the sample lists."""
+
+    provides: ClassVar[frozenset[str]] = frozenset({"video", "label", "video_index", "view_index"})
+    splits = ("train", "val", "test")
+
+    def __init__(
+        self,
+        root: str,
+        num_classes: int,
+        num_frames: int = 8,
+        height: int = 224,
+        width: int = 224,
+        channels: int = 3,
+        short_side: int = 256,
+        frame_stride: int = 2,
+        target_fps: float | None = None,
+        short_video: str = "loop",
+        decode_short_side: int | None = None,
+        scale_jitter: Sequence[float] = (0.9, 1.33),
+        flip: bool = True,
+        test_clips: int = 1,
+        test_crops: int = 1,
+        max_bad_fraction: float = 0.01,
+        index_cache_dir: str | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        **loader_options: Any,
+    ) -> None:
+        super().__init__(
+            num_frames, height, width, channels, num_classes, mean=mean, std=std, **loader_options
+        )
+        if channels != 3:
+            raise ConfigError(f"data.channels must be 3 for RGB video files, got {channels}.")
+        if height != width:
+            raise ConfigError(
+                f"data.height and data.width must be equal (square crops), got {height}x{width}."
+            )
+        if short_video not in sampling.SHORT_VIDEO_MODES:
+            raise ConfigError(
+                f"data.short_video must be one of {sampling.SHORT_VIDEO_MODES}, got {short_video!r}."
+            )
+        if not 0 <= max_bad_fraction <= 1:
+            raise ConfigError(
+                f"data.max_bad_fraction must be between 0 and 1, got {max_bad_fraction}."
+            )
+        self.root = Path(root)
+        self.bad_videos.max_fraction = max_bad_fraction
+        self.index_cache_dir = (
+            Path(index_cache_dir) if index_cache_dir else self.root / ".videogen_index"
+        )
+        self.options = ClipOptions(
+            num_frames=num_frames,
+            crop_size=height,
+            short_side=require_positive_int("data.short_side", short_side),
+            frame_stride=require_positive_int("data.frame_stride", frame_stride),
+            target_fps=target_fps,
+            short_video=short_video,
+            decode_short_side=decode_short_side,
+            scale_jitter=tuple(scale_jitter),
+            flip=flip,
+            test_clips=require_positive_int("data.test_clips", test_clips),
+            test_crops=require_positive_int("data.test_crops", test_crops),
+        )
+        if short_side < height:
+            raise ConfigError(
+                f"data.short_side ({short_side}) must be at least the crop size data.height ({height})."
+            )
+
+    @abc.abstractmethod
+    def build_samples(self, split: str) -> tuple[list[VideoSample], list[Path]]:
+        """The split's samples and the annotation files they come from (for the index cache)."""
+
+    def samples(self, split: str) -> list[VideoSample]:
+        """The split's index, from the cache when the annotations have not changed since."""
+        cache = self.index_cache_dir / f"{type(self).__name__}_{split}.json"
+        sources = self.annotation_files(split)
+        if sources and (cached := read_index_cache(cache, sources)) is not None:
+            return cached
+        samples, sources = self.build_samples(split)
+        if sources:
+            write_index_cache(cache, samples)
+        return samples
+
+    def annotation_files(self, split: str) -> list[Path]:
+        """The files whose change invalidates the cached index of `split` (empty: never cache)."""
+        return []
+
+    def make_dataset(self, split: str) -> VideoClipDataset:
+        samples = self.samples(split)
+        if not samples:
+            raise ConfigError(
+                f"data.root={self.root}: the {split} split has no videos; check the layout."
+            )
+        return VideoClipDataset(samples, split, self.options)
+
+    def collate_fn(self) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+        return collate_skipping_bad

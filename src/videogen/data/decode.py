@@ -1,0 +1,180 @@
+"""Reading frames from video files and frame folders, with one typed error for unreadable input.
+
+decord is the fast path (exact frame access with `get_batch`, one thread per reader, opened per
+sample inside the worker). Files decord cannot open or decode (some VP9 webm) fall back to PyAV.
+A folder of PNG/JPG frames reads through the same interface. Frames come back as uint8
+(T, H, W, C) numpy arrays.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from videogen.errors import VideogenError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+class VideoDecodeError(VideogenError):
+    """A video (or frame folder) that is missing, empty, truncated or undecodable."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot read video {path}: {reason}")
+
+
+class VideoReader(abc.ABC):
+    """Random access to the frames of one video."""
+
+    path: str
+    num_frames: int
+    fps: float
+
+    @abc.abstractmethod
+    def get_batch(self, indices: Sequence[int]) -> np.ndarray:
+        """Frames at `indices` as uint8 (len(indices), H, W, C)."""
+
+    def close(self) -> None:  # noqa: B027 - most readers hold nothing to release
+        """Release the decoder (readers are opened per sample, so this runs after every clip)."""
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def scaled_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:
+    """(height, width) resized so that the shorter side is `short_side` (unchanged if None)."""
+    if not short_side:
+        return height, width
+    scale = short_side / min(height, width)
+    return max(round(height * scale), 1), max(round(width * scale), 1)
+
+
+class DecordReader(VideoReader):
+    """decord-backed reader; resizes at decode time when a short side is given."""
+
+    def __init__(self, path: str, short_side: int | None = None) -> None:
+        import decord
+
+        self.path = path
+        reader = decord.VideoReader(path, num_threads=1)
+        if short_side:
+            height, width = reader[0].shape[:2]
+            new_height, new_width = scaled_size(height, width, short_side)
+            if (new_height, new_width) != (height, width):
+                del reader
+                reader = decord.VideoReader(path, num_threads=1, width=new_width, height=new_height)
+        self.reader = reader
+        self.num_frames = len(reader)
+        self.fps = float(reader.get_avg_fps() or 30.0)
+
+    def get_batch(self, indices: Sequence[int]) -> np.ndarray:
+        return self.reader.get_batch(list(indices)).asnumpy()
+
+    def close(self) -> None:
+        self.reader = None
+
+
+class PyAVReader(VideoReader):
+    """PyAV fallback: decodes the stream once, keeping only the frames that are asked for."""
+
+    def __init__(self, path: str, short_side: int | None = None) -> None:
+        import av
+
+        self.path = path
+        self.short_side = short_side
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            self.fps = float(stream.average_rate or 30.0)
+            # The header's frame count is missing or wrong in some files: count by decoding.
+            self.num_frames = sum(1 for _ in container.decode(stream))
+        if self.num_frames == 0:
+            raise ValueError("no decodable video frames")
+
+    def get_batch(self, indices: Sequence[int]) -> np.ndarray:
+        import av
+
+        wanted = set(indices)
+        frames: dict[int, np.ndarray] = {}
+        with av.open(self.path) as container:
+            stream = container.streams.video[0]
+            for index, frame in enumerate(container.decode(stream)):
+                if index in wanted:
+                    if self.short_side:
+                        height, width = scaled_size(frame.height, frame.width, self.short_side)
+                        frame = frame.reformat(width=width, height=height)
+                    frames[index] = frame.to_ndarray(format="rgb24")
+                if index >= max(wanted):
+                    break
+        missing = wanted - frames.keys()
+        if missing:
+            raise VideoDecodeError(self.path, f"frames {sorted(missing)[:5]} could not be decoded")
+        return np.stack([frames[i] for i in indices])
+
+
+class FrameFolderReader(VideoReader):
+    """A folder of frame images (PNG/JPG), sorted by file name, read as a video."""
+
+    def __init__(self, path: str, short_side: int | None = None, fps: float = 30.0) -> None:
+        self.path = path
+        self.short_side = short_side
+        self.files = sorted(p for p in Path(path).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise VideoDecodeError(path, "the folder holds no PNG/JPG frames")
+        self.num_frames = len(self.files)
+        self.fps = fps
+
+    def get_batch(self, indices: Sequence[int]) -> np.ndarray:
+        from PIL import Image
+
+        frames = []
+        for index in indices:
+            with Image.open(self.files[index]) as image:
+                image = image.convert("RGB")
+                if self.short_side:
+                    height, width = scaled_size(image.height, image.width, self.short_side)
+                    image = image.resize((width, height), Image.BILINEAR)
+                frames.append(np.asarray(image))
+        return np.stack(frames)
+
+
+def open_video(path: str | Path, short_side: int | None = None) -> VideoReader:
+    """Open a video file (decord, then PyAV) or a frame folder; raise VideoDecodeError if unreadable."""
+    path = Path(path)
+    if not path.exists():
+        raise VideoDecodeError(path, "the file does not exist")
+    if path.is_dir():
+        return FrameFolderReader(str(path), short_side)
+    if path.stat().st_size == 0:
+        raise VideoDecodeError(path, "the file is empty (0 bytes)")
+    errors = []
+    for reader_cls in (DecordReader, PyAVReader):
+        try:
+            return reader_cls(str(path), short_side)
+        except VideoDecodeError:
+            raise
+        except Exception as error:  # each backend raises its own types for a bad file
+            errors.append(f"{reader_cls.__name__}: {type(error).__name__}: {error}".strip()[:200])
+    raise VideoDecodeError(path, "no decoder could open it (" + "; ".join(errors) + ")")
+
+
+def read_clip(
+    path: str | Path, indices: Sequence[int], short_side: int | None = None
+) -> np.ndarray:
+    """Decode the frames at `indices` of one video as uint8 (T, H, W, C); the reader is released after."""
+    with open_video(path, short_side) as reader:
+        try:
+            return reader.get_batch(indices)
+        except VideoDecodeError:
+            raise
+        except Exception as error:  # truncated files fail here rather than at open
+            raise VideoDecodeError(
+                path, f"decoding failed ({type(error).__name__}: {error})"[:300]
+            ) from error
