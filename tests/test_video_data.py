@@ -152,7 +152,7 @@ def test_kinetics_layouts_give_the_same_index(tmp_path: Path, layout: str) -> No
 def test_kinetics_index_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_kinetics(tmp_path, "csv_flat")
     first = KineticsDataModule(str(tmp_path), num_classes=3, **SMALL).samples("train")
-    assert list((tmp_path / ".videogen_index").glob("*train.json"))
+    assert list((tmp_path / ".videogen_index").glob("*_train_*.json"))
 
     def no_rescan(*args, **kwargs):
         raise AssertionError("the index was rebuilt instead of read from the cache")
@@ -340,3 +340,26 @@ def test_ssv2_trains_through_the_cli(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert_ok(result)
+
+
+@pytest.mark.parametrize("augment", ["rand_augment", "colour_jitter"])
+def test_photometric_augmentations_draw_once_per_clip(augment: str) -> None:
+    torch.manual_seed(1)
+    rng = np.random.default_rng(1)
+    frame = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8)
+    clip = {"video": frame.unsqueeze(0).repeat(5, 1, 1, 1)}
+    if augment == "rand_augment":
+        out = transforms.rand_augment(clip, num_ops=2, magnitude=20)["video"]
+    else:
+        out = transforms.colour_jitter(clip, rng, 0.4, 0.4, 0.4)["video"]
+    assert out.dtype == torch.uint8 and not torch.equal(out[0], frame)
+    assert all(torch.equal(out[0], out[t]) for t in range(1, 5)), "every frame gets the same draw"
+
+
+def test_changing_index_settings_rebuilds_the_cached_index(tmp_path: Path) -> None:
+    write_ssv2(tmp_path)
+    webm = SomethingSomethingV2DataModule(str(tmp_path), num_classes=2, **SMALL).samples("train")
+    mp4 = SomethingSomethingV2DataModule(
+        str(tmp_path), num_classes=2, video_suffix=".mp4", **SMALL
+    ).samples("train")
+    assert webm[0].path.endswith(".webm") and mp4[0].path.endswith(".mp4")

@@ -207,4 +207,4 @@ def test_paper_presets_carry_the_recipe(compose_train) -> None:
         24,
         16,
     )
-    assert ssv2.data.flip is False
+    assert ssv2.data.flip is False and list(ssv2.data.rand_augment) == [2, 20]

@@ -10,6 +10,7 @@ and the datamodule counts it and logs its path once.
 from __future__ import annotations
 
 import abc
+import hashlib
 import json
 import logging
 import os
@@ -56,6 +57,8 @@ class ClipOptions:
     decode_short_side: int | None = None
     scale_jitter: tuple[float, float] = (0.9, 1.33)
     flip: bool = True
+    colour_jitter: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    rand_augment: tuple[int, int] | None = None
     test_clips: int = 1
     test_crops: int = 1
 
@@ -181,6 +184,8 @@ class VideoFileDataModule(VideoDataModule):
         decode_short_side: int | None = None,
         scale_jitter: Sequence[float] = (0.9, 1.33),
         flip: bool = True,
+        colour_jitter: Sequence[float] = (0.0, 0.0, 0.0),
+        rand_augment: Sequence[int] | None = None,
         test_clips: int = 1,
         test_crops: int = 1,
         max_bad_fraction: float = 0.01,
@@ -221,6 +226,8 @@ class VideoFileDataModule(VideoDataModule):
             decode_short_side=decode_short_side,
             scale_jitter=tuple(scale_jitter),
             flip=flip,
+            colour_jitter=tuple(colour_jitter),
+            rand_augment=tuple(rand_augment) if rand_augment else None,
             test_clips=require_positive_int("data.test_clips", test_clips),
             test_crops=require_positive_int("data.test_crops", test_crops),
         )
@@ -235,7 +242,11 @@ class VideoFileDataModule(VideoDataModule):
 
     def samples(self, split: str) -> list[VideoSample]:
         """The split's index, from the cache when the annotations have not changed since."""
-        cache = self.index_cache_dir / f"{type(self).__name__}_{split}.json"
+        # The settings that shape the index are part of the cache's name: changing them rebuilds it.
+        signature = hashlib.sha1(
+            json.dumps(self.index_settings(), sort_keys=True, default=str).encode()
+        ).hexdigest()
+        cache = self.index_cache_dir / f"{type(self).__name__}_{split}_{signature[:12]}.json"
         sources = self.annotation_files(split)
         if sources and (cached := read_index_cache(cache, sources)) is not None:
             return cached
@@ -247,6 +258,10 @@ class VideoFileDataModule(VideoDataModule):
     def annotation_files(self, split: str) -> list[Path]:
         """The files whose change invalidates the cached index of `split` (empty: never cache)."""
         return []
+
+    def index_settings(self) -> dict[str, Any]:
+        """The settings that decide which files and labels the index holds."""
+        return {"root": str(self.root)}
 
     def make_dataset(self, split: str) -> VideoClipDataset:
         samples = self.samples(split)

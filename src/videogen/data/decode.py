@@ -9,6 +9,7 @@ A folder of PNG/JPG frames reads through the same interface. Frames come back as
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 from videogen.errors import VideogenError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+log = logging.getLogger(__name__)
 
 
 class VideoDecodeError(VideogenError):
@@ -64,6 +66,7 @@ class DecordReader(VideoReader):
         import decord
 
         self.path = path
+        self.short_side = short_side
         reader = decord.VideoReader(path, num_threads=1)
         if short_side:
             height, width = reader[0].shape[:2]
@@ -76,7 +79,11 @@ class DecordReader(VideoReader):
         self.fps = float(reader.get_avg_fps() or 30.0)
 
     def get_batch(self, indices: Sequence[int]) -> np.ndarray:
-        return self.reader.get_batch(list(indices)).asnumpy()
+        try:
+            return self.reader.get_batch(list(indices)).asnumpy()
+        except Exception as error:  # decord opens some files it then fails to decode
+            log.debug("decord failed on %s (%s); decoding with PyAV", self.path, error)
+            return PyAVReader(self.path, self.short_side).get_batch(indices)
 
     def close(self) -> None:
         self.reader = None

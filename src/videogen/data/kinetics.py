@@ -68,6 +68,14 @@ class KineticsDataModule(VideoFileDataModule):
             if p.is_file()
         ]
 
+    def index_settings(self) -> dict[str, Any]:
+        return {
+            "root": str(self.root),
+            "annotations": self.annotations,
+            "lists": self.lists,
+            "split_dirs": self.split_dirs,
+        }
+
     def check_root(self) -> None:
         if not self.root.is_dir():
             raise ConfigError(f"Kinetics root {self.root} does not exist: {LAYOUT_HELP}.")

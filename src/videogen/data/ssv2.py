@@ -37,6 +37,7 @@ class SomethingSomethingV2DataModule(VideoFileDataModule):
         labels_file: str = "something-something-v2-labels.json",
         annotations: Mapping[str, str] | None = None,
         video_dir: str = "20bn-something-something-v2",
+        video_suffix: str = ".webm",
         **options: Any,
     ) -> None:
         super().__init__(root, num_classes, **options)
@@ -50,6 +51,7 @@ class SomethingSomethingV2DataModule(VideoFileDataModule):
             }
         )
         self.video_dir = video_dir
+        self.video_suffix = video_suffix  # .mp4 after `python -m videogen.prepare`
 
     def annotation_files(self, split: str) -> list[Path]:
         return [
@@ -57,6 +59,15 @@ class SomethingSomethingV2DataModule(VideoFileDataModule):
             for p in (self.root / self.labels_file, self.root / self.annotations[split])
             if p.is_file()
         ]
+
+    def index_settings(self) -> dict[str, Any]:
+        return {
+            "root": str(self.root),
+            "labels": self.labels_file,
+            "annotations": self.annotations,
+            "video_dir": self.video_dir,
+            "video_suffix": self.video_suffix,
+        }
 
     def build_samples(self, split: str) -> tuple[list[VideoSample], list[Path]]:
         labels_path, items_path = self.root / self.labels_file, self.root / self.annotations[split]
@@ -77,6 +88,9 @@ class SomethingSomethingV2DataModule(VideoFileDataModule):
                     f"{items_path}: item {item['id']} has template {label!r}, which {labels_path.name} lacks."
                 )
             samples.append(
-                VideoSample(str(self.root / self.video_dir / f"{item['id']}.webm"), labels[label])
+                VideoSample(
+                    str(self.root / self.video_dir / f"{item['id']}{self.video_suffix}"),
+                    labels[label],
+                )
             )
         return samples, [labels_path, items_path]

@@ -145,3 +145,14 @@ def colour_jitter(
         video = grey + (video - grey) * rng.uniform(1 - saturation, 1 + saturation)
     clip["video"] = video.round_().clamp_(0, 255).to(torch.uint8)
     return clip
+
+
+def rand_augment(clip: Clip, num_ops: int, magnitude: int) -> Clip:
+    """RandAugment (Cubuk et al.) with the same ops and magnitudes for every frame of the clip.
+
+    torchvision treats the leading frame dimension as a batch and draws once for all of it.
+    """
+    from torchvision.transforms import v2
+
+    clip["video"] = v2.RandAugment(num_ops=num_ops, magnitude=magnitude)(clip["video"])
+    return clip
