@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from tests.conftest import TINY_DATA, assert_ok, config_names, run_cli
+from tests.video_files import TINY_VIDEO_OVERRIDES
 
 
 def metrics_of(run_dir: Path) -> dict[str, float]:
@@ -63,14 +64,7 @@ def tiny_dataset_overrides(experiment: str, tmp_path: Path) -> list[str]:
     return [
         f"data.root={root}",
         f"data.num_classes={classes}",
-        "data.num_frames=4",
-        "data.frame_stride=1",
-        "data.height=32",
-        "data.width=32",
-        "data.short_side=36",
-        "data.num_workers=0",
-        "data.batch_size=2",
-        "data.pin_memory=false",
+        *TINY_VIDEO_OVERRIDES,
         "trainer=cpu",
         "trainer.devices=1",
         "model.net.depth=2",

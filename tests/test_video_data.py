@@ -13,7 +13,14 @@ import pytorch_lightning as pl
 import torch
 
 from tests.conftest import assert_ok, run_cli
-from tests.video_files import frame_value, make_frames, truncate, write_frame_folder, write_video
+from tests.video_files import (
+    TINY_VIDEO_OVERRIDES,
+    frame_value,
+    make_frames,
+    truncate,
+    write_frame_folder,
+    write_video,
+)
 from videogen.data import sampling, transforms
 from videogen.data.decode import VideoDecodeError, open_video, read_clip
 from videogen.data.kinetics import KineticsDataModule, clip_file_name
@@ -256,13 +263,7 @@ def test_kinetics_trains_through_the_cli(tmp_path: Path) -> None:
         "data=kinetics",
         f"data.root={root}",
         "data.num_classes=3",
-        "data.num_frames=4",
-        "data.frame_stride=1",
-        "data.height=32",
-        "data.width=32",
-        "data.short_side=36",
-        "data.num_workers=0",
-        "data.batch_size=2",
+        *TINY_VIDEO_OVERRIDES,
         "data.test_clips=2",
         "data.test_crops=1",
         "model=vivit_tiny",
@@ -326,13 +327,7 @@ def test_ssv2_trains_through_the_cli(tmp_path: Path) -> None:
         "data=ssv2",
         f"data.root={root}",
         "data.num_classes=2",
-        "data.num_frames=4",
-        "data.frame_stride=1",
-        "data.height=32",
-        "data.width=32",
-        "data.short_side=36",
-        "data.num_workers=0",
-        "data.batch_size=2",
+        *TINY_VIDEO_OVERRIDES,
         "model=vivit_tiny",
         "trainer=cpu",
         "trainer.fast_dev_run=true",

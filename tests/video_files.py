@@ -55,3 +55,16 @@ def truncate(path: Path, keep: float = 0.3) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
     return path
+
+
+# Overrides that shrink a file-based datamodule to the tiny datasets above (CLI runs on the CPU).
+TINY_VIDEO_OVERRIDES = [
+    "data.num_frames=4",
+    "data.frame_stride=1",
+    "data.height=32",
+    "data.width=32",
+    "data.short_side=36",
+    "data.num_workers=0",
+    "data.batch_size=2",
+    "data.pin_memory=false",
+]
