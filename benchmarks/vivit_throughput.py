@@ -53,7 +53,9 @@ def build(impl: str, variant: str, args: argparse.Namespace) -> torch.nn.Module:
         dim=args.dim,
         spatial_depth=args.depth,
         # Their Model 3 takes the block count as both depths and asserts they are equal.
-        temporal_depth=args.depth if variant == "factorised_self_attention" else args.temporal_depth,
+        temporal_depth=args.depth
+        if variant == "factorised_self_attention"
+        else args.temporal_depth,
         heads=args.heads,
         dim_head=args.dim // args.heads,
         mlp_dim=4 * args.dim,

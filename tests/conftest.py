@@ -64,6 +64,16 @@ def assert_ok(result: subprocess.CompletedProcess) -> None:
     )
 
 
+def assert_one_sentence_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """A user mistake: exit status 2 and exactly one `error: ...` line containing `fragments`."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "KeyError" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1, result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in error_lines[0]
+
+
 @pytest.fixture
 def compose_train(tmp_path: Path) -> Iterator:
     """compose_train(*overrides) -> the composed train config with outputs under tmp_path."""

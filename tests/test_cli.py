@@ -10,21 +10,12 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import TINY_DATA, assert_ok, config_names, run_cli
+from tests.conftest import TINY_DATA, assert_ok, assert_one_sentence_error, config_names, run_cli
 from tests.video_files import TINY_VIDEO_OVERRIDES
 
 
 def metrics_of(run_dir: Path) -> dict[str, float]:
     return json.loads((run_dir / "metrics.json").read_text())
-
-
-def assert_one_sentence_error(result, *fragments: str) -> None:
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr and "KeyError" not in result.stderr
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(error_lines) == 1, result.stderr[-3000:]
-    for fragment in fragments:
-        assert fragment in error_lines[0]
 
 
 # Datamodules that read files have CLI tests of their own, on tiny datasets in their real layouts.

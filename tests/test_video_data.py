@@ -358,3 +358,40 @@ def test_changing_index_settings_rebuilds_the_cached_index(tmp_path: Path) -> No
         str(tmp_path), num_classes=2, video_suffix=".mp4", **SMALL
     ).samples("train")
     assert webm[0].path.endswith(".webm") and mp4[0].path.endswith(".mp4")
+
+
+def test_training_clips_get_the_configured_photometric_augmentations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_kinetics(tmp_path, "csv_flat", per_class=1)
+    calls = []
+    monkeypatch.setattr(transforms, "rand_augment", lambda clip, n, m: calls.append((n, m)) or clip)
+    dm = KineticsDataModule(
+        str(tmp_path), num_classes=3, rand_augment=[2, 20], colour_jitter=[0.5, 0.0, 0.0], **SMALL
+    )
+    plain = KineticsDataModule(str(tmp_path), num_classes=3, **SMALL)
+    torch.manual_seed(0)
+    jittered = dm.dataset("train")[0]["video"]
+    torch.manual_seed(0)
+    untouched = plain.dataset("train")[0]["video"]
+    assert calls == [(2, 20)]
+    assert not torch.equal(jittered, untouched)  # brightness jitter changed the clip
+
+
+def test_the_crops_of_one_test_clip_share_one_decode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from videogen.data import clips
+
+    write_kinetics(tmp_path, "csv_flat", per_class=1)
+    opened = []
+    real_open = clips.open_video
+    monkeypatch.setattr(
+        clips, "open_video", lambda path, *a: opened.append(path) or real_open(path, *a)
+    )
+    test = KineticsDataModule(
+        str(tmp_path), num_classes=3, test_clips=2, test_crops=3, **SMALL
+    ).dataset("test")
+    for index in range(len(test)):
+        test[index]
+    assert len(opened) == 3 * 2  # one decode per temporal clip, not per view

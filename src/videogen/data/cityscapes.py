@@ -18,12 +18,11 @@ Scanning a split walks thousands of files, so its result is cached as JSON (in `
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,6 +35,7 @@ from torch.utils.data import Dataset
 from videogen.config import require_positive_int
 from videogen.data import transforms
 from videogen.data.base import VideoDataModule
+from videogen.data.index_cache import cached_index
 from videogen.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -136,22 +136,7 @@ def load_index(root: Path, split_dir: str, label_dir: str, cache_path: Path) -> 
         "label_dir": label_dir,
         "stamp": folder_stamp(root, split_dir, label_dir),
     }
-    try:
-        cached = json.loads(cache_path.read_text())
-    except (OSError, ValueError):
-        cached = None
-    if isinstance(cached, dict) and cached.get("key") == key:
-        return [Snippet(**snippet) for snippet in cached["snippets"]]
-    snippets = scan_split(root, split_dir, label_dir)
-    if snippets:
-        try:
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            cache_path.write_text(
-                json.dumps({"key": key, "snippets": [asdict(s) for s in snippets]})
-            )
-        except OSError as err:  # a read-only dataset folder: scanning again next time is fine
-            log.info("Not caching the Cityscapes index at %s (%s)", cache_path, err)
-    return snippets
+    return cached_index(cache_path, key, lambda: scan_split(root, split_dir, label_dir), Snippet)
 
 
 @dataclass

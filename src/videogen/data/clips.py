@@ -13,9 +13,8 @@ import abc
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,6 +26,7 @@ from videogen.config import require_positive_int
 from videogen.data import sampling, transforms
 from videogen.data.base import VideoDataModule
 from videogen.data.decode import VideoDecodeError, open_video
+from videogen.data.index_cache import cached_index, file_stamps
 from videogen.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class VideoClipDataset(Dataset):
         self.split = split
         self.options = options
         self.views = options.test_clips * options.test_crops if split == "test" else 1
+        self.last_clip: tuple[tuple[str, int] | None, torch.Tensor | None] = (None, None)
 
     def __len__(self) -> int:
         return len(self.samples) * self.views
@@ -90,7 +91,7 @@ class VideoClipDataset(Dataset):
         }
 
     def frame_indices(
-        self, num_video_frames: int, fps: float, view: int, rng: np.random.Generator
+        self, num_video_frames: int, fps: float, view: int, rng: np.random.Generator | None
     ) -> np.ndarray:
         o = self.options
         step = sampling.frame_step(o.frame_stride, fps, o.target_fps)
@@ -105,31 +106,42 @@ class VideoClipDataset(Dataset):
 
     def load(self, path: str, view: int) -> dict[str, Any]:
         o = self.options
-        rng = np.random.default_rng(
-            int(torch.randint(0, 2**31 - 1, (1,)))
-        )  # seeded per worker by Lightning
-        with open_video(path, o.decode_short_side) as reader:
-            if reader.num_frames == 0:
-                raise VideoDecodeError(path, "the video has no frames")
-            indices = self.frame_indices(reader.num_frames, reader.fps, view, rng)
-            try:
-                frames = reader.get_batch(indices.tolist())
-            except VideoDecodeError:
-                raise
-            except Exception as error:  # truncated files fail while decoding
-                raise VideoDecodeError(path, f"decoding failed ({type(error).__name__})") from error
-        clip = {
-            "video": torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
-        }  # T, C, H, W
         if self.split == "train":
+            rng = np.random.default_rng(
+                int(torch.randint(0, 2**31 - 1, (1,)))
+            )  # seeded per worker by Lightning
+            clip = {"video": self.decode(path, view, rng)}
             clip = transforms.scale_jitter_crop(
                 clip, o.crop_size, rng, o.short_side, o.scale_jitter
             )
-            return transforms.horizontal_flip(clip, rng) if o.flip else clip
-        clip = transforms.resize_short_side(clip, o.short_side)
+            if o.flip:
+                clip = transforms.horizontal_flip(clip, rng)
+            clip = transforms.colour_jitter(clip, rng, *o.colour_jitter)
+            return transforms.rand_augment(clip, *o.rand_augment) if o.rand_augment else clip
+        clip = {"video": self.resized_clip(path, view)}
         if self.split == "test" and o.test_crops > 1:
             return transforms.spatial_crops(clip, o.crop_size, o.test_crops)[view % o.test_crops]
         return transforms.centre_crop(clip, o.crop_size, o.crop_size)
+
+    def decode(self, path: str, view: int, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """The frames of the view's clip as uint8 (T, C, H, W)."""
+        with open_video(path, self.options.decode_short_side) as reader:
+            indices = self.frame_indices(reader.num_frames, reader.fps, view, rng)
+            frames = reader.read(indices.tolist())
+        return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+
+    def resized_clip(self, path: str, view: int) -> torch.Tensor:
+        """The view's clip resized to the short side; the M crops of one clip share one decode.
+
+        Views of a video are consecutive items (clip-major), so remembering the last clip is enough.
+        """
+        key = (path, view // self.options.test_crops)
+        if self.last_clip[0] != key:
+            resized = transforms.resize_short_side(
+                {"video": self.decode(path, view)}, self.options.short_side
+            )
+            self.last_clip = (key, resized["video"])
+        return self.last_clip[1]
 
 
 def collate_skipping_bad(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -140,27 +152,6 @@ def collate_skipping_bad(items: list[dict[str, Any]]) -> dict[str, Any]:
     batch["bad_videos"] = bad
     batch["num_attempted"] = len(items)
     return batch
-
-
-def read_index_cache(path: Path, sources: Sequence[Path]) -> list[VideoSample] | None:
-    """The cached index at `path`, if it is newer than every annotation file it was built from."""
-    try:
-        if path.stat().st_mtime < max(s.stat().st_mtime for s in sources if s.exists()):
-            return None
-        return [VideoSample(**entry) for entry in json.loads(path.read_text())]
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def write_index_cache(path: Path, samples: Sequence[VideoSample]) -> None:
-    """Cache an index as JSON; a read-only dataset folder just means no cache."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps([asdict(s) for s in samples]))
-        tmp.replace(path)
-    except OSError as error:
-        log.info("Could not cache the dataset index at %s (%s)", path, error)
 
 
 class VideoFileDataModule(VideoDataModule):
@@ -237,23 +228,24 @@ class VideoFileDataModule(VideoDataModule):
             )
 
     @abc.abstractmethod
-    def build_samples(self, split: str) -> tuple[list[VideoSample], list[Path]]:
-        """The split's samples and the annotation files they come from (for the index cache)."""
+    def build_samples(self, split: str) -> list[VideoSample]:
+        """The split's samples, listed from its annotations (or folders)."""
 
     def samples(self, split: str) -> list[VideoSample]:
-        """The split's index, from the cache when the annotations have not changed since."""
-        # The settings that shape the index are part of the cache's name: changing them rebuilds it.
-        signature = hashlib.sha1(
-            json.dumps(self.index_settings(), sort_keys=True, default=str).encode()
-        ).hexdigest()
-        cache = self.index_cache_dir / f"{type(self).__name__}_{split}_{signature[:12]}.json"
+        """The split's index, from the cache while the annotations and index settings are unchanged."""
         sources = self.annotation_files(split)
-        if sources and (cached := read_index_cache(cache, sources)) is not None:
-            return cached
-        samples, sources = self.build_samples(split)
-        if sources:
-            write_index_cache(cache, samples)
-        return samples
+        if not sources:  # a layout without annotation files (class folders) is always listed afresh
+            return self.build_samples(split)
+        cache = (
+            self.index_cache_dir / f"{type(self).__name__}_{split}_{self.settings_digest()}.json"
+        )
+        key = {"sources": file_stamps(sources)}
+        return cached_index(cache, key, lambda: self.build_samples(split), VideoSample)
+
+    def settings_digest(self) -> str:
+        """A short digest of `index_settings`, so that other settings get their own cache file."""
+        settings = json.dumps(self.index_settings(), sort_keys=True, default=str)
+        return hashlib.sha1(settings.encode()).hexdigest()[:12]
 
     def annotation_files(self, split: str) -> list[Path]:
         """The files whose change invalidates the cached index of `split` (empty: never cache)."""

@@ -41,6 +41,17 @@ class VideoReader(abc.ABC):
     def get_batch(self, indices: Sequence[int]) -> np.ndarray:
         """Frames at `indices` as uint8 (len(indices), H, W, C)."""
 
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        """`get_batch`, with any decoder failure (a truncated file, say) as a VideoDecodeError."""
+        try:
+            return self.get_batch(indices)
+        except VideoDecodeError:
+            raise
+        except Exception as error:  # each backend raises its own types for a bad file
+            raise VideoDecodeError(
+                self.path, f"decoding failed ({type(error).__name__}: {error})"[:300]
+            ) from error
+
     def close(self) -> None:  # noqa: B027 - most readers hold nothing to release
         """Release the decoder (readers are opened per sample, so this runs after every clip)."""
 
@@ -76,6 +87,8 @@ class DecordReader(VideoReader):
                 reader = decord.VideoReader(path, num_threads=1, width=new_width, height=new_height)
         self.reader = reader
         self.num_frames = len(reader)
+        if self.num_frames == 0:
+            raise ValueError("no video frames")
         self.fps = float(reader.get_avg_fps() or 30.0)
 
     def get_batch(self, indices: Sequence[int]) -> np.ndarray:
@@ -83,7 +96,9 @@ class DecordReader(VideoReader):
             return self.reader.get_batch(list(indices)).asnumpy()
         except Exception as error:  # decord opens some files it then fails to decode
             log.debug("decord failed on %s (%s); decoding with PyAV", self.path, error)
-            return PyAVReader(self.path, self.short_side).get_batch(indices)
+            return PyAVReader(self.path, self.short_side, num_frames=self.num_frames).get_batch(
+                indices
+            )
 
     def close(self) -> None:
         self.reader = None
@@ -92,7 +107,9 @@ class DecordReader(VideoReader):
 class PyAVReader(VideoReader):
     """PyAV fallback: decodes the stream once, keeping only the frames that are asked for."""
 
-    def __init__(self, path: str, short_side: int | None = None) -> None:
+    def __init__(
+        self, path: str, short_side: int | None = None, num_frames: int | None = None
+    ) -> None:
         import av
 
         self.path = path
@@ -100,8 +117,9 @@ class PyAVReader(VideoReader):
         with av.open(path) as container:
             stream = container.streams.video[0]
             self.fps = float(stream.average_rate or 30.0)
-            # The header's frame count is missing or wrong in some files: count by decoding.
-            self.num_frames = sum(1 for _ in container.decode(stream))
+            # The header's frame count is missing or wrong in some files: count by decoding,
+            # unless the caller (decord, which indexed the file) already knows it.
+            self.num_frames = num_frames or sum(1 for _ in container.decode(stream))
         if self.num_frames == 0:
             raise ValueError("no decodable video frames")
 
@@ -177,11 +195,4 @@ def read_clip(
 ) -> np.ndarray:
     """Decode the frames at `indices` of one video as uint8 (T, H, W, C); the reader is released after."""
     with open_video(path, short_side) as reader:
-        try:
-            return reader.get_batch(indices)
-        except VideoDecodeError:
-            raise
-        except Exception as error:  # truncated files fail here rather than at open
-            raise VideoDecodeError(
-                path, f"decoding failed ({type(error).__name__}: {error})"[:300]
-            ) from error
+        return reader.read(indices)

@@ -101,16 +101,16 @@ class KineticsDataModule(VideoFileDataModule):
                 )
         return self._classes
 
-    def build_samples(self, split: str) -> tuple[list[VideoSample], list[Path]]:
+    def build_samples(self, split: str) -> list[VideoSample]:
         self.check_root()
         csv_path, list_path = self.root / self.annotations[split], self.root / self.lists[split]
         video_dir = self.root / self.split_dirs[split]
         if csv_path.is_file():
-            return self.from_csv(csv_path, video_dir), [csv_path]
+            return self.from_csv(csv_path, video_dir)
         if list_path.is_file():
-            return self.from_list(list_path, video_dir), [list_path]
+            return self.from_list(list_path, video_dir)
         if video_dir.is_dir() and any(p.is_dir() for p in video_dir.iterdir()):
-            return self.from_folders(video_dir), []
+            return self.from_folders(video_dir)
         raise ConfigError(
             f"no Kinetics {split} annotations found under {self.root}: {LAYOUT_HELP}."
         )

@@ -69,7 +69,7 @@ class SomethingSomethingV2DataModule(VideoFileDataModule):
             "video_suffix": self.video_suffix,
         }
 
-    def build_samples(self, split: str) -> tuple[list[VideoSample], list[Path]]:
+    def build_samples(self, split: str) -> list[VideoSample]:
         labels_path, items_path = self.root / self.labels_file, self.root / self.annotations[split]
         for path in (labels_path, items_path):
             if not path.is_file():
@@ -93,4 +93,4 @@ class SomethingSomethingV2DataModule(VideoFileDataModule):
                     labels[label],
                 )
             )
-        return samples, [labels_path, items_path]
+        return samples

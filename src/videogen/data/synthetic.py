@@ -61,6 +61,7 @@ class SyntheticVideoDataset(Dataset):
         self.speed = speed
         self.seed = seed
         self.split_id = SPLIT_IDS[split]
+        self.last_render: tuple[int | None, Any] = (None, None)
         # Pixel grid shared by every render, shaped to broadcast over frames.
         self.ys, self.xs = np.mgrid[0:height, 0:width].astype(np.float32)
 
@@ -71,8 +72,7 @@ class SyntheticVideoDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} clips")
         video_index, view = divmod(index, self.views)
-        rng = np.random.default_rng([self.seed, self.split_id, video_index])
-        video, segmentation, instance, label = self.render(rng)
+        video, segmentation, instance, label = self.rendered(video_index)
         clip = slice(view * self.view_stride, view * self.view_stride + self.num_frames)
         return {
             "video": torch.from_numpy(np.ascontiguousarray(video[clip])),
@@ -82,6 +82,13 @@ class SyntheticVideoDataset(Dataset):
             "video_index": torch.tensor(video_index, dtype=torch.int64),
             "view_index": torch.tensor(view, dtype=torch.int64),
         }
+
+    def rendered(self, video_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """The whole rendered video; the views of one test video (consecutive items) share one render."""
+        if self.last_render[0] != video_index:
+            rng = np.random.default_rng([self.seed, self.split_id, video_index])
+            self.last_render = (video_index, self.render(rng))
+        return self.last_render[1]
 
     def background(self, rng: np.random.Generator) -> np.ndarray:
         """A static texture of a few random sinusoids per channel, float (H, W, C) in [0, 255]."""

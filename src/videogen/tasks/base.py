@@ -31,7 +31,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"checkpoint {path} is a folder: give the path of a .ckpt file inside it."
         )
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        # Memory-mapped: checking which task wrote a checkpoint reads no weights from disk.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as err:  # pickle, zip and EOF errors all mean "not a checkpoint"
         raise CheckpointError(
             f"{path} is not a Lightning checkpoint (it could not be loaded)."
