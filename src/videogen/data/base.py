@@ -65,6 +65,32 @@ def per_channel(values: Sequence[float]) -> torch.Tensor:
     return torch.tensor(list(values), dtype=torch.float32).view(1, 1, -1, 1, 1)
 
 
+def split_clip(
+    num_frames: int, context_frames: int | None, future_frames: int | None
+) -> tuple[int, int]:
+    """(context, future) frames of a clip for video prediction; unset halves default to the rest.
+
+    With neither given, the first half of the clip (rounded down, at least 1 frame) is context.
+    """
+    if context_frames is None and future_frames is None:
+        context_frames = max(1, num_frames // 2)
+    if context_frames is None:
+        context_frames = num_frames - require_positive_int("data.future_frames", future_frames)
+    if future_frames is None:
+        future_frames = num_frames - require_positive_int("data.context_frames", context_frames)
+    if num_frames == 1:  # a single frame has nothing to predict; only prediction tasks care
+        return 1, 0
+    require_positive_int("data.context_frames", context_frames)
+    require_positive_int("data.future_frames", future_frames)
+    if context_frames + future_frames != num_frames:
+        raise ConfigError(
+            f"data.context_frames + data.future_frames ({context_frames} + {future_frames}) must "
+            f"equal data.num_frames ({num_frames}): set data.num_frames="
+            f"{context_frames + future_frames}."
+        )
+    return context_frames, future_frames
+
+
 class VideoDataModule(pl.LightningDataModule, abc.ABC):
     """Base datamodule: builds loaders from `make_dataset(split)` and normalises video on the device.
 
@@ -85,6 +111,8 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
         pin_memory: bool = False,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
+        context_frames: int | None = None,
+        future_frames: int | None = None,
     ) -> None:
         super().__init__()
         self.num_frames = require_positive_int("data.num_frames", num_frames)
@@ -104,6 +132,9 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
             raise ConfigError(f"data.std must be positive, got {list(std)}.")
         self.mean = per_channel(mean)
         self.std = per_channel(std)
+        self.context_frames, self.future_frames = split_clip(
+            self.num_frames, context_frames, future_frames
+        )
         self.datasets: dict[str, Dataset] = {}
         self.bad_videos = BadVideoLog(max_fraction=1.0)
 

@@ -127,10 +127,17 @@ class MovingMNISTDataModule(VideoDataModule):
                 f"data.num_classes 0, got {channels} and {num_classes}."
             )
         super().__init__(
-            clip_frames, height, width, channels, num_classes, mean=mean, std=std, **loader_options
+            clip_frames,
+            height,
+            width,
+            channels,
+            num_classes,
+            mean=mean,
+            std=std,
+            context_frames=context_frames,
+            future_frames=future_frames,
+            **loader_options,
         )
-        self.context_frames = context_frames
-        self.future_frames = future_frames
         self.path = Path(root) / file_name
         if not Path(root).is_dir():
             raise ConfigError(

@@ -1,0 +1,91 @@
+"""VPTR-FAR: a causal VidHRFormer that predicts the next frame's features, one frame at a time.
+
+Training is teacher-forced in one pass: the input is the features of frames 0..T-2 and output t
+is the prediction for frame t+1; the causal temporal mask (and per-frame norms) keep every
+output blind to later inputs. Inference decodes and re-encodes each predicted frame before it
+becomes input, and slides a window for horizons longer than those trained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from videogen.models.vptr.vidhrformer import (
+    VidHRFormerBlock,
+    init_transformer_weights,
+    sine_position_1d,
+)
+
+Refine = Callable[[torch.Tensor], torch.Tensor]
+
+
+class VPTRFAR(nn.Module):
+    """Autoregressive transformer on features (B, T, D, h, w) -> next-frame features, same shape.
+
+    `trained_frames` is the clip length it is trained on (context + future); at inference the
+    input window never exceeds the trained input length, `trained_frames - 1`.
+    """
+
+    def __init__(
+        self,
+        feature_dim: int = 528,
+        feature_size: tuple[int, int] | list[int] = (8, 8),
+        depth: int = 12,
+        num_heads: int = 8,
+        window_size: int = 4,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.1,
+        drop_path: float = 0.1,
+        relative_position: bool = False,
+        trained_frames: int = 20,
+    ) -> None:
+        super().__init__()
+        feature_size = (int(feature_size[0]), int(feature_size[1]))
+        self.feature_dim = feature_dim
+        self.max_input_frames = max(1, trained_frames - 1)
+        self.blocks = nn.ModuleList(
+            VidHRFormerBlock(
+                feature_dim,
+                num_heads,
+                feature_size,
+                window_size,
+                mlp_ratio,
+                dropout,
+                drop_path,
+                relative_position,
+                causal=True,
+            )
+            for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(feature_dim)
+        init_transformer_weights(self)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Output t is the predicted features of frame t + 1, computed from inputs 0..t only."""
+        x = features.permute(0, 1, 3, 4, 2)
+        position = sine_position_1d(x.shape[1], self.feature_dim).to(x)
+        for block in self.blocks:
+            x = block(x, position)
+        # Encoder features are post-ReLU, so predictions are kept in the same range.
+        return F.relu(self.norm(x)).permute(0, 1, 4, 2, 3)
+
+    @torch.no_grad()
+    def predict(
+        self, context: torch.Tensor, horizon: int, refine: Refine | None = None
+    ) -> torch.Tensor:
+        """Predict `horizon` future frames' features from `context` (B, Tp, D, h, w).
+
+        Each prediction is passed through `refine` (decode then re-encode, in VPTR) before it
+        is fed back, so inference sees features like those of real frames.
+        """
+        inputs = context
+        predictions = []
+        for _ in range(horizon):
+            step = self(inputs[:, -self.max_input_frames :])[:, -1:]
+            predictions.append(step)
+            inputs = torch.cat([inputs, refine(step) if refine else step], dim=1)
+        return torch.cat(predictions, dim=1)
