@@ -5,11 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from videogen.errors import ConfigError
 
 # `conf/` is shipped inside the package (src/videogen/conf links to the top-level conf/ in a
 # checkout, and the wheel carries a copy), so the same path works for editable and wheel installs.
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
+
+# Arithmetic the data configs use to derive the prediction split from the clip length
+# (`context_frames: ${half_of:${.num_frames}}`), so it follows `data.num_frames` overrides.
+OmegaConf.register_new_resolver("half_of", lambda n: max(1, int(n) // 2), replace=True)
+OmegaConf.register_new_resolver("minus", lambda a, b: int(a) - int(b), replace=True)
 
 
 def require_positive_int(key: str, value: Any) -> int:

@@ -87,15 +87,17 @@ class VideoTask(pl.LightningModule):
                 f"not provide (it provides {sorted(provides)}); pick a dataset that has them."
             )
 
-    def configure_optimizers(self) -> Any:
+    def build_optimizer(
+        self, params: list[nn.Parameter]
+    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+        """The configured optimiser over `params` and its per-step scheduler (None if unset)."""
         if self.optimizer_config is None:
             raise ValueError(
                 "no optimizer config given: set optimizer=adamw (or another) to train."
             )
-        params = [p for p in self.parameters() if p.requires_grad]
         optimizer = instantiate(self.optimizer_config)(params)
         if not self.scheduler_config:
-            return optimizer
+            return optimizer, None
         total = int(self.trainer.estimated_stepping_batches)
         epochs = (
             self.trainer.max_epochs
@@ -105,6 +107,14 @@ class VideoTask(pl.LightningModule):
         scheduler = instantiate(self.scheduler_config)(
             optimizer, total_steps=total, steps_per_epoch=total / epochs
         )
+        return optimizer, scheduler
+
+    def configure_optimizers(self) -> Any:
+        optimizer, scheduler = self.build_optimizer(
+            [p for p in self.parameters() if p.requires_grad]
+        )
+        if scheduler is None:
+            return optimizer
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},

@@ -1,0 +1,394 @@
+"""VPTR video prediction in two stages.
+
+Stage 1, `AutoencoderTask` (`model=vptr_ae`): a frame autoencoder trained with MSE + gradient
+difference loss + a small PatchGAN loss, generator and discriminator updated alternately.
+Stage 2, `PredictionTask` (`model=vptr_far` / `model=vptr_nar`): a transformer predicts future
+frames in the frozen autoencoder's feature space, trained with MSE + GDL on decoded frames.
+
+Both work in [0, 1] pixels: the datamodule's normalisation is undone on the device, so any
+dataset (Moving MNIST, synthetic, Kinetics, ...) works unchanged. How many frames are context
+and how many are predicted comes from the datamodule (`data.context_frames`,
+`data.future_frames`) at every step, so test horizons may differ from training ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import nn
+
+from videogen.errors import CheckpointError, ConfigError
+from videogen.metrics.frames import (
+    LPIPS,
+    TimestepCurves,
+    frame_mse,
+    frame_psnr,
+    frame_ssim,
+)
+from videogen.models.vptr.autoencoder import VPTRAutoencoder
+from videogen.models.vptr.far import VPTRFAR
+from videogen.models.vptr.nar import VPTRNAR
+from videogen.tasks.base import VideoTask, checkpoint_task, read_checkpoint, task_id
+
+log = logging.getLogger(__name__)
+
+
+def gradient_difference_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """GDL (Mathieu et al.): L1 distance between the absolute image gradients of two videos."""
+    loss = prediction.new_zeros(())
+    for dim in (-1, -2):
+        grad_pred = prediction.diff(dim=dim).abs()
+        grad_true = target.diff(dim=dim).abs()
+        loss = loss + (grad_pred - grad_true).abs().mean()
+    return loss
+
+
+def lsgan_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """Least-squares GAN loss towards 1 (real) or 0 (fake)."""
+    return F.mse_loss(logits, torch.full_like(logits, 1.0 if real else 0.0))
+
+
+class PixelSpaceTask(VideoTask):
+    """Shared by both stages: batches in [0, 1] pixels, context/future split, frame metrics."""
+
+    requires: ClassVar[frozenset[str]] = frozenset({"video"})
+
+    def pixels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch's video in [0, 1], undoing the datamodule's normalisation."""
+        video = batch["video"]
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if video.dtype == torch.uint8:
+            return video.float() / 255.0
+        if datamodule is not None and hasattr(datamodule, "denormalize"):
+            return datamodule.denormalize(video)
+        return video
+
+    def clip_split(self, frames: int) -> tuple[int, int]:
+        """(context, future) frame counts of a clip of `frames` frames, as the data defines them."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        context = getattr(datamodule, "context_frames", None) or max(1, frames // 2)
+        future = frames - context
+        if future < 1:
+            raise ConfigError(
+                f"clips have {frames} frames and data.context_frames is {context}: prediction "
+                "needs at least one future frame; raise data.num_frames or lower the context."
+            )
+        return context, future
+
+    def log_quality(
+        self, split: str, prediction: torch.Tensor, target: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Log the mean per-frame MSE, PSNR and SSIM of `prediction`; returns the (B, T) values."""
+        values = {
+            "mse": frame_mse(prediction, target),
+            "psnr": frame_psnr(prediction, target),
+            "ssim": frame_ssim(prediction, target),
+        }
+        for name, value in values.items():
+            self.log(
+                f"{split}/{name}",
+                value.mean(),
+                on_epoch=True,
+                prog_bar=name == "mse",
+                batch_size=value.shape[0],
+                sync_dist=True,
+            )
+        return values
+
+
+class AutoencoderTask(PixelSpaceTask):
+    """Stage 1: train the frame autoencoder (MSE + GDL + `gan_weight` x PatchGAN).
+
+    Manual optimisation: each step updates the autoencoder, then the discriminator on the same
+    frames. `gan_weight=0` trains without a discriminator.
+    """
+
+    def __init__(
+        self,
+        net: dict[str, Any],
+        discriminator: dict[str, Any] | None = None,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        gdl_weight: float = 1.0,
+        gan_weight: float = 0.01,
+    ) -> None:
+        super().__init__(net, optimizer, scheduler)
+        self.save_hyperparameters(logger=False)
+        if not isinstance(self.net, VPTRAutoencoder):
+            raise ConfigError(
+                f"model.net of vptr_ae must be a VPTRAutoencoder, got {type(self.net).__name__}."
+            )
+        self.discriminator: nn.Module | None = (
+            instantiate(discriminator) if discriminator and gan_weight > 0 else None
+        )
+        self.gdl_weight = gdl_weight
+        self.gan_weight = gan_weight
+        self.automatic_optimization = False
+
+    def configure_optimizers(self) -> Any:
+        optimizers, schedulers = [], []
+        for module in (self.net, self.discriminator):
+            if module is None:
+                continue
+            optimizer, scheduler = self.build_optimizer(list(module.parameters()))
+            optimizers.append(optimizer)
+            if scheduler is not None:
+                schedulers.append({"scheduler": scheduler, "interval": "step"})
+        return optimizers, schedulers
+
+    def reconstruct(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reconstruction, target), both in the decoder's output range."""
+        target = self.net.to_output_range(pixels)
+        return self.net(target), target
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        reconstruction, target = self.reconstruct(self.pixels(batch))
+        mse = F.mse_loss(reconstruction, target)
+        loss = mse + self.gdl_weight * gradient_difference_loss(reconstruction, target)
+        fake_frames = reconstruction.flatten(0, 1)
+        if self.discriminator is not None:
+            # Generator step: the discriminator's weights get gradients here but are not stepped.
+            loss = loss + self.gan_weight * lsgan_loss(self.discriminator(fake_frames), real=True)
+        optimizers[0].zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        optimizers[0].step()
+        self.log("train/loss", loss, prog_bar=True, batch_size=target.shape[0])
+        self.log("train/mse", mse, batch_size=target.shape[0])
+
+        if self.discriminator is not None:
+            real = lsgan_loss(self.discriminator(target.flatten(0, 1)), real=True)
+            fake = lsgan_loss(self.discriminator(fake_frames.detach()), real=False)
+            loss_d = 0.5 * (real + fake)
+            optimizers[1].zero_grad(set_to_none=True)
+            self.manual_backward(loss_d)
+            optimizers[1].step()
+            self.log("train/loss_d", loss_d, batch_size=target.shape[0])
+
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            if scheduler is not None:
+                scheduler.step()
+
+    def evaluation_step(self, batch: dict[str, torch.Tensor], split: str) -> None:
+        pixels = self.pixels(batch)
+        reconstruction, _ = self.reconstruct(pixels)
+        self.log_quality(split, self.net.to_unit_range(reconstruction).clamp(0, 1), pixels)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.evaluation_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.evaluation_step(batch, "test")
+
+    @torch.no_grad()
+    def generation_panels(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], int]:
+        """Videos in [0, 1] to show side by side (truth, reconstruction); all frames are made."""
+        pixels = self.pixels(batch)
+        reconstruction, _ = self.reconstruct(pixels)
+        return {"truth": pixels, "reconstruction": self.net.to_unit_range(reconstruction)}, 0
+
+
+def load_autoencoder(path: str | None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The network config and weights of a stage-1 checkpoint, or a one-sentence error."""
+    if not path:
+        raise ConfigError(
+            "model.autoencoder_ckpt is not set: train the autoencoder first "
+            "(python -m videogen model=vptr_ae ...) and give its checkpoints/best.ckpt."
+        )
+    checkpoint = read_checkpoint(path)
+    recorded = checkpoint_task(checkpoint, path)
+    if recorded != task_id(AutoencoderTask):
+        raise CheckpointError(
+            f"model.autoencoder_ckpt={path} belongs to the task {recorded.rsplit('.', 1)[-1]}, "
+            "not the VPTR autoencoder: give a checkpoint trained with model=vptr_ae."
+        )
+    config = checkpoint["hyper_parameters"]["net"]
+    weights = {
+        key.removeprefix("net."): value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith("net.")
+    }
+    return config, weights
+
+
+class PredictionTask(PixelSpaceTask):
+    """Stage 2: VPTR-FAR or VPTR-NAR (`model.net`) on a frozen stage-1 autoencoder.
+
+    The autoencoder's config is kept in the hyper-parameters and its weights in the state dict,
+    so a stage-2 checkpoint loads without the stage-1 file. The transformer's feature size and
+    dimension are taken from the autoencoder, so the two cannot disagree.
+    """
+
+    def __init__(
+        self,
+        net: dict[str, Any],
+        autoencoder_ckpt: str | None = None,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        gdl_weight: float = 1.0,
+        grad_clip_norm: float | None = 1.0,
+        lpips_path: str | None = None,
+        autoencoder: dict[str, Any] | None = None,
+    ) -> None:
+        weights = None
+        if autoencoder is None:  # a new run; a reloaded one has the config and the weights
+            autoencoder, weights = load_autoencoder(autoencoder_ckpt)
+        probe = instantiate(autoencoder)
+        net = {
+            **net,
+            "feature_dim": probe.feature_dim,
+            "feature_size": list(probe.feature_size),
+        }
+        super().__init__(net, optimizer, scheduler)
+        self.save_hyperparameters(logger=False)
+        self.hparams["net"] = net
+        self.hparams["autoencoder"] = autoencoder
+        if not isinstance(self.net, (VPTRFAR, VPTRNAR)):
+            raise ConfigError(
+                f"model.net must be VPTRFAR or VPTRNAR, got {type(self.net).__name__}."
+            )
+        self.autoencoder: VPTRAutoencoder = probe
+        if weights is not None:
+            self.autoencoder.load_state_dict(weights)
+        self.autoencoder.requires_grad_(False)
+        self.autoencoder.eval()
+        self.gdl_weight = gdl_weight
+        self.grad_clip_norm = grad_clip_norm
+        self.lpips_path = lpips_path
+        self.lpips: LPIPS | None = None
+        self.curves = TimestepCurves()
+
+    def train(self, mode: bool = True) -> PredictionTask:
+        super().train(mode)
+        self.autoencoder.eval()  # frozen: its BatchNorm statistics must not move
+        return self
+
+    def check_frame_size(self, pixels: torch.Tensor) -> None:
+        if tuple(pixels.shape[-2:]) != self.autoencoder.img_size or (
+            pixels.shape[2] != self.autoencoder.in_chans
+        ):
+            raise ConfigError(
+                f"the autoencoder was trained on {self.autoencoder.in_chans}-channel "
+                f"{self.autoencoder.img_size[0]}x{self.autoencoder.img_size[1]} frames but the "
+                f"data gives {pixels.shape[2]}-channel {pixels.shape[-2]}x{pixels.shape[-1]}: "
+                "set data.height, data.width and data.channels to match it."
+            )
+
+    def decode(self, features: torch.Tensor) -> torch.Tensor:
+        """Features -> frames in [0, 1]."""
+        return self.autoencoder.to_unit_range(self.autoencoder.decode(features))
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.encode(self.autoencoder.to_output_range(pixels))
+
+    def refine(self, features: torch.Tensor) -> torch.Tensor:
+        """Decode then re-encode predicted features, as they are fed back at inference."""
+        return self.encode(self.decode(features).clamp(0, 1))
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        pixels = self.pixels(batch)
+        self.check_frame_size(pixels)
+        context, future = self.clip_split(pixels.shape[1])
+        features = self.encode(pixels)
+        if isinstance(self.net, VPTRFAR):
+            # Teacher forcing: every output predicts the frame after its input.
+            predicted = self.net(features[:, :-1])
+            target = pixels[:, 1:]
+        else:
+            predicted = self.net(features[:, :context], future)
+            target = pixels[:, context:]
+        frames = self.autoencoder.decode(predicted)
+        target = self.autoencoder.to_output_range(target)
+        mse = F.mse_loss(frames, target)
+        loss = mse + self.gdl_weight * gradient_difference_loss(frames, target)
+        self.log("train/loss", loss, prog_bar=True, batch_size=pixels.shape[0])
+        self.log("train/mse", mse, batch_size=pixels.shape[0])
+        return loss
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        # The paper clips the transformer's gradient norm at 1; the trainer's setting wins if given.
+        value = gradient_clip_val if gradient_clip_val is not None else self.grad_clip_norm
+        if value:
+            self.clip_gradients(optimizer, value, gradient_clip_algorithm or "norm")
+
+    @torch.no_grad()
+    def predict_future(self, pixels: torch.Tensor, context: int, future: int) -> torch.Tensor:
+        """Frames (B, future, C, H, W) in [0, 1] predicted from the first `context` frames."""
+        features = self.net.predict(self.encode(pixels[:, :context]), future, refine=self.refine)
+        return self.decode(features).clamp(0, 1)
+
+    def evaluation_step(self, batch: dict[str, torch.Tensor], split: str) -> None:
+        pixels = self.pixels(batch)
+        self.check_frame_size(pixels)
+        context, future = self.clip_split(pixels.shape[1])
+        predicted = self.predict_future(pixels, context, future)
+        truth = pixels[:, context:]
+        values = self.log_quality(split, predicted, truth)
+        copy_last = pixels[:, context - 1 : context].expand_as(truth)
+        values["mse_copy_last"] = frame_mse(copy_last, truth)
+        self.log(
+            f"{split}/mse_copy_last",
+            values["mse_copy_last"].mean(),
+            batch_size=pixels.shape[0],
+            sync_dist=True,
+        )
+        if split == "test":
+            if self.lpips is not None and self.lpips.available:
+                values["lpips"] = self.lpips(predicted, truth)
+                self.log("test/lpips", values["lpips"].mean(), batch_size=pixels.shape[0], sync_dist=True)
+            self.curves.update(values)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.evaluation_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.evaluation_step(batch, "test")
+
+    def on_test_epoch_start(self) -> None:
+        self.curves = TimestepCurves()
+        if self.lpips is None:
+            self.lpips = LPIPS(self.lpips_path)
+
+    def on_test_epoch_end(self) -> None:
+        """Save the per-future-frame curves (csv and png) next to the run's other outputs."""
+        if not self.curves.sums:
+            return
+        strategy = self.trainer.strategy
+        count = strategy.reduce(
+            torch.tensor(float(self.curves.count), device=self.device), reduce_op="sum"
+        )
+        means = {
+            name: strategy.reduce(total.to(self.device), reduce_op="sum").cpu() / count.cpu()
+            for name, total in self.curves.sums.items()
+        }
+        if self.trainer.is_global_zero:
+            path = self.curves.write(self.trainer.default_root_dir, means)
+            log.info("Per-timestep prediction metrics: %s", path)
+
+    @torch.no_grad()
+    def generation_panels(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], int]:
+        """Videos in [0, 1] to show side by side (truth, context + prediction), and the index
+        of the first predicted frame."""
+        pixels = self.pixels(batch)
+        self.check_frame_size(pixels)
+        context, future = self.clip_split(pixels.shape[1])
+        predicted = self.predict_future(pixels, context, future)
+        panels = {"truth": pixels, "prediction": torch.cat([pixels[:, :context], predicted], dim=1)}
+        return panels, context
