@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
+
+from videogen.utils.video_io import write_video as save_video
 
 
 def frame_value(t: int) -> int:
@@ -26,20 +27,7 @@ def make_frames(num_frames: int, height: int = 48, width: int = 64) -> np.ndarra
 
 def write_video(path: Path, frames: np.ndarray, codec: str = "libx264", fps: int = 12) -> Path:
     """Encode frames (T, H, W, 3) as mp4 (h264) or webm (vp9) with a keyframe every 4 frames."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.gop_size = 4
-        if codec == "libx264":
-            stream.options = {"crf": "10", "preset": "ultrafast"}
-        for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return save_video(path, frames, fps=fps, codec=codec, keyframe_interval=4, crf=10)
 
 
 def write_frame_folder(folder: Path, frames: np.ndarray) -> Path:

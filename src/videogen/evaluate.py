@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import RichProgressBar
 
 from videogen.config import CONFIG_DIR
+from videogen.data.base import VideoDataModule
 from videogen.errors import CheckpointError, ConfigError
 from videogen.tasks.base import CHECKPOINT_KEY, VideoTask, checkpoint_task, read_checkpoint
 from videogen.utils.build import build_datamodule, build_loggers, build_trainer, choice
@@ -48,21 +49,30 @@ def stored_run_config(path: str) -> dict[str, Any]:
     return config
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Restore the task from `cfg.ckpt_path`, build the run's data, and run the test loop."""
-    checkpoint = read_checkpoint(cfg.ckpt_path)
-    task_cls = get_class(checkpoint_task(checkpoint, cfg.ckpt_path))
+def load_task(path: str) -> VideoTask:
+    """The task stored in the checkpoint at `path`, of whichever class wrote it."""
+    checkpoint = read_checkpoint(path)
+    task_cls = get_class(checkpoint_task(checkpoint, path))
     if not issubclass(task_cls, VideoTask):
-        raise CheckpointError(
-            f"{cfg.ckpt_path} names {task_cls.__name__}, which is not a videogen task."
-        )
-    task = task_cls.load_from_checkpoint(cfg.ckpt_path)
+        raise CheckpointError(f"{path} names {task_cls.__name__}, which is not a videogen task.")
+    return task_cls.load_from_checkpoint(path)
+
+
+def load_task_and_data(cfg: DictConfig) -> tuple[VideoTask, VideoDataModule]:
+    """The checkpoint's task and the run's datamodule, checked to fit each other."""
+    task = load_task(cfg.ckpt_path)
     datamodule = build_datamodule(cfg)
     task.check_data(
         datamodule,
         data_name=choice("data", type(datamodule).__name__),
-        model_name=task_cls.__name__,
+        model_name=type(task).__name__,
     )
+    return task, datamodule
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Restore the task from `cfg.ckpt_path`, build the run's data, and run the test loop."""
+    task, datamodule = load_task_and_data(cfg)
 
     trainer = build_trainer(cfg, [RichProgressBar()], build_loggers(cfg.get("logger")))
     results = trainer.test(task, datamodule=datamodule, verbose=False)
@@ -74,7 +84,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def register_checkpoint_config(argv: list[str]) -> None:
+def register_checkpoint_config(argv: list[str], command: str = "videogen.evaluate") -> None:
     """Register the run config of the checkpoint named on the command line as `checkpoint_run`."""
     path = ckpt_path_from_argv(argv)
     asks_hydra_only = any(
@@ -82,7 +92,7 @@ def register_checkpoint_config(argv: list[str]) -> None:
     )
     if not path and not asks_hydra_only:
         raise ConfigError(
-            "no checkpoint given: run `python -m videogen.evaluate ckpt_path=PATH/TO/best.ckpt`."
+            f"no checkpoint given: run `python -m {command} ckpt_path=PATH/TO/best.ckpt`."
         )
     node = stored_run_config(path) if path else {}
     for key in ("hydra", "ckpt_path", "task_name"):

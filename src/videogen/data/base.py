@@ -184,6 +184,10 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
     def test_dataloader(self) -> DataLoader:
         return self.loader("test", shuffle=False)
 
+    def predict_dataloader(self) -> DataLoader:
+        """The test split, in order (what `videogen.generate` draws its examples from)."""
+        return self.loader("test", shuffle=False)
+
     def normalize(self, video: torch.Tensor) -> torch.Tensor:
         """uint8 (B, T, C, H, W) in [0, 255] -> float (x / 255 - mean) / std on video's device."""
         mean = self.mean.to(video.device)

@@ -14,7 +14,6 @@ and how many are predicted comes from the datamodule (`data.context_frames`,
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -79,6 +78,11 @@ class PixelSpaceTask(VideoTask):
                 "needs at least one future frame; raise data.num_frames or lower the context."
             )
         return context, future
+
+    def predict_step(
+        self, batch: dict[str, torch.Tensor], batch_idx: int
+    ) -> tuple[dict[str, torch.Tensor], int]:
+        return self.generation_panels(batch)
 
     def log_quality(
         self, split: str, prediction: torch.Tensor, target: torch.Tensor
@@ -350,7 +354,9 @@ class PredictionTask(PixelSpaceTask):
         if split == "test":
             if self.lpips is not None and self.lpips.available:
                 values["lpips"] = self.lpips(predicted, truth)
-                self.log("test/lpips", values["lpips"].mean(), batch_size=pixels.shape[0], sync_dist=True)
+                self.log(
+                    "test/lpips", values["lpips"].mean(), batch_size=pixels.shape[0], sync_dist=True
+                )
             self.curves.update(values)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

@@ -1,0 +1,130 @@
+"""`python -m videogen.generate ckpt_path=PATH num_videos=8`: write example videos of a checkpoint.
+
+Each example is one video whose frames put the task's panels side by side (prediction:
+ground truth | context + prediction; autoencoder: ground truth | reconstruction), with a red
+frame around generated frames, saved as mp4 and gif. Examples come from the run's test split
+through `trainer.predict`, so devices, normalisation and the clip length follow the config.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import RichProgressBar
+
+from videogen.config import CONFIG_DIR, require_positive_int
+from videogen.errors import CheckpointError, ConfigError
+from videogen.evaluate import load_task_and_data, register_checkpoint_config
+from videogen.utils.build import build_trainer
+from videogen.utils.cli import report_user_errors
+from videogen.utils.video_io import write_video
+
+log = logging.getLogger(__name__)
+
+GAP = 2  # white pixels between panels
+BORDER = 2  # red pixels around generated frames
+RED = torch.tensor([1.0, 0.1, 0.1]).view(3, 1, 1)
+
+
+def to_rgb(video: torch.Tensor) -> torch.Tensor:
+    """(T, C, H, W) in [0, 1] with 1 or 3 channels -> (T, 3, H, W)."""
+    return video.expand(-1, 3, -1, -1) if video.shape[1] == 1 else video[:, :3]
+
+
+def mark_generated(video: torch.Tensor, first: int) -> torch.Tensor:
+    """Draw a red border inside frames first.. of a (T, 3, H, W) video."""
+    video = video.clone()
+    red = RED.to(video)
+    for edge in (
+        (slice(None), slice(None, BORDER)),
+        (slice(None), slice(-BORDER, None)),
+        (slice(None, BORDER), slice(None)),
+        (slice(-BORDER, None), slice(None)),
+    ):
+        video[first:, :, edge[0], edge[1]] = red
+    return video
+
+
+def side_by_side(panels: dict[str, torch.Tensor], first_generated: int, scale: int) -> np.ndarray:
+    """One example's panels (each (T, C, H, W) in [0, 1]) -> uint8 frames (T, H, W', 3)."""
+    columns = []
+    for name, video in panels.items():
+        video = to_rgb(video.float().clamp(0, 1))
+        if scale > 1:
+            video = F.interpolate(video, scale_factor=scale, mode="nearest")
+        if name != "truth":
+            video = mark_generated(video, first_generated)
+        columns.append(video)
+        columns.append(torch.ones_like(video[..., :GAP]))
+    frames = torch.cat(columns[:-1], dim=-1)
+    return (frames.permute(0, 2, 3, 1) * 255).round().byte().cpu().numpy()
+
+
+def generate(cfg: DictConfig) -> list[Path]:
+    """Write `cfg.num_videos` examples of `cfg.ckpt_path` to `cfg.output_dir`; returns the files."""
+    num_videos = require_positive_int("num_videos", cfg.num_videos)
+    formats = list(cfg.formats)
+    unknown = sorted(set(formats) - {"mp4", "gif"})
+    if unknown:
+        raise ConfigError(f"formats may hold mp4 and gif, got {unknown}: set formats=[mp4,gif].")
+    task, datamodule = load_task_and_data(cfg)
+    if not hasattr(task, "generation_panels"):
+        raise CheckpointError(
+            f"{cfg.ckpt_path} is a {type(task).__name__} checkpoint, which makes no videos: "
+            "generate works with prediction and synthesis checkpoints."
+        )
+    batches = math.ceil(num_videos / datamodule.batch_size)
+    trainer = build_trainer(cfg, [RichProgressBar()], [])
+    trainer.limit_predict_batches = batches
+    outputs: list[Any] = trainer.predict(task, datamodule=datamodule) or []
+
+    written: list[Path] = []
+    output_dir = Path(cfg.output_dir)
+    index = 0
+    for panels, first_generated in outputs:
+        for example in range(next(iter(panels.values())).shape[0]):
+            if index == num_videos:
+                break
+            one = {name: video[example] for name, video in panels.items()}
+            height = next(iter(one.values())).shape[-2]
+            scale = max(1, math.ceil(cfg.min_height / height))
+            frames = side_by_side(one, first_generated, scale)
+            for suffix in formats:
+                written.append(
+                    write_video(output_dir / f"example_{index:03d}.{suffix}", frames, fps=cfg.fps)
+                )
+            index += 1
+    log.info(
+        "Wrote %d examples (%s, panels left to right: %s) to %s",
+        index,
+        "/".join(formats),
+        " | ".join(outputs[0][0]) if outputs else "-",
+        output_dir,
+    )
+    return written
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="generate")
+def run(cfg: DictConfig) -> Any:
+    with report_user_errors():
+        generate(cfg)
+
+
+def main() -> None:
+    """Console entry point of `python -m videogen.generate`."""
+    with report_user_errors():
+        register_checkpoint_config(sys.argv[1:], command="videogen.generate")
+    run()
+
+
+if __name__ == "__main__":
+    main()
