@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import assert_one_sentence_error, run_cli
+from tests.conftest import assert_ok, assert_one_sentence_error, run_cli
 from videogen.data import cityscapes
 from videogen.data.cityscapes import LABEL_TO_TRAIN_ID, CityscapesSequenceDataModule
 from videogen.errors import ConfigError
@@ -237,3 +238,27 @@ def test_cli_refuses_a_classifier_on_cityscapes(cityscapes_root: Path, tmp_path:
         cwd=tmp_path,
     )
     assert_one_sentence_error(result, "'label'", "cityscapes")
+
+
+def test_cli_trains_the_vptr_autoencoder_on_cityscapes_clips(
+    cityscapes_root: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "videogen",
+        "model=vptr_ae_tiny",
+        "data=cityscapes",
+        f"data.root={cityscapes_root}",
+        "data.num_frames=4",
+        f"data.height={HEIGHT}",
+        f"data.width={WIDTH}",
+        "data.batch_size=1",
+        "data.num_workers=0",
+        "trainer=cpu",
+        "trainer.fast_dev_run=true",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    assert_ok(result)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 < metrics["test/mse"] < 3 * HEIGHT * WIDTH

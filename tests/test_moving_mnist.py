@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import assert_one_sentence_error, run_cli
+from tests.conftest import assert_ok, assert_one_sentence_error, run_cli
 from videogen.data.moving_mnist import MovingMNISTDataModule
 from videogen.errors import ConfigError
 
@@ -147,3 +148,24 @@ def test_cli_refuses_a_classifier_on_moving_mnist(mnist_root: Path, tmp_path: Pa
         cwd=tmp_path,
     )
     assert_one_sentence_error(result, "'label'", "moving_mnist")
+
+
+def test_cli_trains_the_vptr_autoencoder_one_step(mnist_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "videogen",
+        "model=vptr_ae_tiny",
+        "data=moving_mnist",
+        f"data.root={mnist_root}",
+        *(f"data.{key}={value}" for key, value in SPLIT_SIZES.items()),
+        "data.batch_size=2",
+        "trainer=cpu",
+        "trainer.fast_dev_run=true",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    assert_ok(result)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    # One greyscale 64x64 frame summed over pixels: a finite error below the worst case.
+    assert 0 < metrics["test/mse"] < 64 * 64
+    assert 0 <= metrics["test/ssim"] <= 1
