@@ -315,3 +315,50 @@ def test_generate_with_a_classification_checkpoint_is_one_sentence(
     )
     assert_one_sentence_error(result, "ClassificationTask", "makes no videos")
     assert not (tmp_path / "videos").exists()
+
+
+@pytest.mark.parametrize("experiment", ["vptr_synthetic_far", "vptr_synthetic_nar"])
+def test_stage2_experiment_presets_train_on_a_stage1_checkpoint(
+    experiment: str, ae_run: Path, tmp_path: Path
+) -> None:
+    result = run_cli(
+        "videogen",
+        f"experiment={experiment}",
+        f"model.autoencoder_ckpt={ae_run / 'checkpoints' / 'best.ckpt'}",
+        "trainer.fast_dev_run=true",
+        *TINY_DATA,
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
+    )
+    assert_ok(result)
+    assert QUALITY <= set(metrics_of(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("model", "net"),
+    [
+        ("vptr_far", {"depth": 12, "num_heads": 8, "window_size": 4, "trained_frames": 20}),
+        (
+            "vptr_nar",
+            {"encoder_depth": 4, "decoder_depth": 8, "context_frames": 10, "future_frames": 10},
+        ),
+    ],
+)
+def test_paper_size_configs_take_the_paper_recipe(model: str, net: dict, compose_train) -> None:
+    cfg = compose_train(f"model={model}", "data=moving_mnist")
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert net.items() <= resolved["model"]["net"].items()
+    assert resolved["optimizer"]["_target_"] == "torch.optim.AdamW"
+    assert resolved["optimizer"]["lr"] == pytest.approx(1e-4)
+    assert resolved["model"]["grad_clip_norm"] == 1.0
+    assert (resolved["optimized_metric"], resolved["optimized_mode"]) == ("val/mse", "min")
+
+
+def test_autoencoder_config_takes_the_paper_recipe(compose_train) -> None:
+    resolved = OmegaConf.to_container(
+        compose_train("model=vptr_ae", "data=moving_mnist"), resolve=True
+    )
+    assert resolved["optimizer"]["_target_"] == "torch.optim.Adam"
+    assert resolved["optimizer"]["betas"] == [0.5, 0.999]
+    assert resolved["model"]["gan_weight"] == 0.01
+    assert resolved["model"]["net"]["output_activation"] == "sigmoid"

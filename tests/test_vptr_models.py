@@ -288,7 +288,7 @@ def test_far_predict_refines_each_step_and_slides_its_window(horizon: int) -> No
     context = torch.rand(2, 3, 32, 4, 4)
     predicted = far.predict(context, horizon, refine=recorder.refine)
     assert predicted.shape == (2, horizon, 32, 4, 4)
-    assert recorder.refined == [1] * horizon  # once per step, one frame each
+    assert recorder.refined == [1] * (horizon - 1)  # once per fed-back step, one frame each
     assert recorder.inputs == [min(3 + t, 5) for t in range(horizon)]
     # The first step is the last output of one pass over the context.
     recorder.inputs.clear()
@@ -348,6 +348,16 @@ def test_nar_predict_is_block_autoregressive(horizon: int, passes: int) -> None:
     assert len(recorder.refined) == math.ceil(horizon / 2) - 1 == passes - 1
     assert recorder.inputs == [3] * passes  # always the 3 most recent frames as context
     torch.testing.assert_close(predicted[:, : min(horizon, 2)], nar(context, min(horizon, 2)))
+
+
+def test_nar_predict_keeps_a_longer_context_to_the_trained_length() -> None:
+    nar = tiny_nar().eval()
+    recorder = Recorder()
+    nar.register_forward_pre_hook(recorder.hook)
+    context = torch.rand(2, 7, 32, 4, 4)
+    predicted = nar.predict(context, 2)
+    assert recorder.inputs == [3]
+    torch.testing.assert_close(predicted, nar(context[:, -3:], 2))
 
 
 # --------------------------------------------------------------------------- metrics

@@ -84,8 +84,10 @@ class VPTRFAR(nn.Module):
         """
         inputs = context
         predictions = []
-        for _ in range(horizon):
-            step = self(inputs[:, -self.max_input_frames :])[:, -1:]
-            predictions.append(step)
-            inputs = torch.cat([inputs, refine(step) if refine else step], dim=1)
+        for step in range(horizon):
+            prediction = self(inputs[:, -self.max_input_frames :])[:, -1:]
+            predictions.append(prediction)
+            if step + 1 < horizon:  # the last prediction is never fed back
+                fed_back = refine(prediction) if refine else prediction
+                inputs = torch.cat([inputs, fed_back], dim=1)
         return torch.cat(predictions, dim=1)

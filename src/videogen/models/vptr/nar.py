@@ -93,7 +93,8 @@ class VPTRNAR(nn.Module):
         self, context: torch.Tensor, horizon: int, refine: Refine | None = None
     ) -> torch.Tensor:
         """Predict `horizon` frames: one pass if the queries suffice, else block by block."""
-        inputs = context
+        # Every pass sees at most the context length it was trained with.
+        inputs = context[:, -self.context_frames :]
         predictions: list[torch.Tensor] = []
         remaining = horizon
         while remaining > 0:
