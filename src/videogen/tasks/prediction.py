@@ -57,10 +57,15 @@ class PixelSpaceTask(VideoTask):
 
     requires: ClassVar[frozenset[str]] = frozenset({"video"})
 
+    @property
+    def attached_datamodule(self) -> Any:
+        """The datamodule of the trainer this task runs under, or None when used on its own."""
+        return getattr(self.trainer, "datamodule", None) if self._trainer else None
+
     def pixels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The batch's video in [0, 1], undoing the datamodule's normalisation."""
         video = batch["video"]
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        datamodule = self.attached_datamodule
         if video.dtype == torch.uint8:
             return video.float() / 255.0
         if datamodule is not None and hasattr(datamodule, "denormalize"):
@@ -69,7 +74,7 @@ class PixelSpaceTask(VideoTask):
 
     def clip_split(self, frames: int) -> tuple[int, int]:
         """(context, future) frame counts of a clip of `frames` frames, as the data defines them."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        datamodule = self.attached_datamodule
         context = getattr(datamodule, "context_frames", None) or max(1, frames // 2)
         future = frames - context
         if future < 1:
