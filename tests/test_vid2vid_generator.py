@@ -59,7 +59,7 @@ def test_forward_composes_its_own_flow_mask_and_hallucination() -> None:
         out = generator(labels[:, :3], previous)
     assert out.frame.shape == (2, 3, 16, 16)
     assert out.flow.shape == (2, 2, 16, 16) and out.mask.shape == (2, 1, 16, 16)
-    assert 0 <= out.mask.min() and out.mask.max() <= 1
+    assert out.mask.min() >= 0 and out.mask.max() <= 1
     torch.testing.assert_close(
         out.frame, compose(previous[:, -1], out.flow, out.mask, out.hallucinated)
     )

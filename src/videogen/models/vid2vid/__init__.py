@@ -1,0 +1,1 @@
+"""vid2vid: semantic-map video to photorealistic video."""
