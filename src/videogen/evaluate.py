@@ -61,6 +61,10 @@ def load_task(path: str) -> VideoTask:
 def load_task_and_data(cfg: DictConfig) -> tuple[VideoTask, VideoDataModule]:
     """The checkpoint's task and the run's datamodule, checked to fit each other."""
     task = load_task(cfg.ckpt_path)
+    # Inference-time options of a trained task (e.g. model.sample_style) follow the command line.
+    for option in task.runtime_options:
+        if option in cfg.get("model", {}):
+            setattr(task, option, cfg.model[option])
     datamodule = build_datamodule(cfg)
     task.check_data(
         datamodule,

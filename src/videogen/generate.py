@@ -1,7 +1,8 @@
 """`python -m videogen.generate ckpt_path=PATH num_videos=8`: write example videos of a checkpoint.
 
 Each example is one video whose frames put the task's panels side by side (prediction:
-ground truth | context + prediction; autoencoder: ground truth | reconstruction), with a red
+ground truth | context + prediction; autoencoder: ground truth | reconstruction; synthesis:
+semantic labels | output | ground truth), with a red
 frame around generated frames, saved as mp4 and gif. Examples come from the run's test split
 through `trainer.predict`, so devices, normalisation and the clip length follow the config.
 """
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 GAP = 2  # white pixels between panels
 BORDER = 2  # red pixels around generated frames
 RED = torch.tensor([1.0, 0.1, 0.1]).view(3, 1, 1)
+INPUT_PANELS = ("truth", "labels")  # panels shown as given, never marked as generated
 
 
 def to_rgb(video: torch.Tensor) -> torch.Tensor:
@@ -61,7 +63,7 @@ def side_by_side(panels: dict[str, torch.Tensor], first_generated: int, scale: i
         video = to_rgb(video.float().clamp(0, 1))
         if scale > 1:
             video = F.interpolate(video, scale_factor=scale, mode="nearest")
-        if name != "truth":
+        if name not in INPUT_PANELS:
             video = mark_generated(video, first_generated)
         columns.append(video)
         columns.append(torch.ones_like(video[..., :GAP]))

@@ -7,6 +7,7 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -37,13 +38,16 @@ def best_checkpoint(trainer: pl.Trainer) -> str | None:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured task on the configured data, test it, and return the final metrics."""
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = build_datamodule(cfg)
+    # The pair is checked on the classes (batch keys are class attributes), before the data is
+    # even looked for: a model that cannot use this dataset is the first thing to hear about.
+    datamodule_cls = get_class(cfg.data._target_)
     task_cls = task_class(cfg)
     task_cls.check_data(
-        datamodule,
-        data_name=choice("data", type(datamodule).__name__),
+        datamodule_cls,
+        data_name=choice("data", datamodule_cls.__name__),
         model_name=choice("model", task_cls.__name__),
     )
+    datamodule = build_datamodule(cfg)
     task = build_task(cfg)
     task.run_config = run_config_for_checkpoint(cfg)
 

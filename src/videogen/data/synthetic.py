@@ -210,9 +210,15 @@ class SyntheticVideoDataModule(VideoDataModule):
         test_size: int = 512,
         seed: int = 0,
         test_views: int = 1,
+        num_segmentation_classes: int = len(SHAPE_CLASSES) + 1,
         **loader_options: Any,
     ) -> None:
         super().__init__(num_frames, height, width, channels, num_classes, **loader_options)
+        if num_segmentation_classes != len(SHAPE_CLASSES) + 1:
+            raise ConfigError(
+                f"data.num_segmentation_classes must be {len(SHAPE_CLASSES) + 1} for synthetic "
+                f"data (background and {len(SHAPE_CLASSES)} shapes), got {num_segmentation_classes}."
+            )
         if num_classes != NUM_DIRECTIONS:
             raise ConfigError(
                 f"data.num_classes must be {NUM_DIRECTIONS} for synthetic data (the directions of "

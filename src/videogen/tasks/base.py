@@ -60,6 +60,8 @@ class VideoTask(pl.LightningModule):
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"video"})
+    # Hyper-parameters that evaluate / generate may change on a trained task (model.<name>=...).
+    runtime_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -76,7 +78,7 @@ class VideoTask(pl.LightningModule):
 
     @classmethod
     def check_data(
-        cls, datamodule: pl.LightningDataModule, data_name: str, model_name: str
+        cls, datamodule: pl.LightningDataModule | type, data_name: str, model_name: str
     ) -> None:
         """Refuse, before any work (the network is not even built), data that lacks a key this task reads."""
         provides = getattr(datamodule, "provides", frozenset())

@@ -237,6 +237,8 @@ class PredictionTask(PixelSpaceTask):
     dimension are taken from the autoencoder, so the two cannot disagree.
     """
 
+    runtime_options: ClassVar[tuple[str, ...]] = ("lpips_path",)
+
     def __init__(
         self,
         net: dict[str, Any],

@@ -1,0 +1,212 @@
+"""vid2vid's discriminators: a multi-scale conditional PatchGAN on single frames (D_I) and a
+video discriminator on short clips of frames plus the flows between them (D_V).
+
+Every discriminator returns the output of each of its blocks, not only the patch logits, so the
+generator can be trained with pix2pixHD's feature matching loss. D_V judges clips of K
+consecutive frames at several temporal scales: scale s takes every 3**s-th frame, so coarse
+scales see long-range motion while scale 0 sees frame-to-frame consistency.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+NORMS = ("instance", "batch", "none")
+
+# Flows are in pixels (tens of pixels for fast motion) while frames lie in [-1, 1]; dividing
+# keeps both inputs in a similar range so neither dominates the first convolution.
+FLOW_SCALE = 20.0
+
+
+def init_gan_weights(module: nn.Module) -> None:
+    """pix2pix initialisation: convs ~ N(0, 0.02), norm scales ~ N(1, 0.02), biases 0."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(layer.weight, 0.0, 0.02)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        elif isinstance(layer, (nn.BatchNorm2d, nn.InstanceNorm2d)) and layer.affine:
+            nn.init.normal_(layer.weight, 1.0, 0.02)
+            nn.init.zeros_(layer.bias)
+
+
+def norm_layer(norm: str, channels: int) -> nn.Module:
+    """The normalisation named by `norm` ("instance", "batch" or "none") for `channels`."""
+    if norm == "instance":
+        return nn.InstanceNorm2d(channels)
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    if norm == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be one of {list(NORMS)}, got {norm!r}.")
+
+
+class PatchDiscriminator(nn.Module):
+    """pix2pix NLayer PatchGAN: image (N, C, H, W) -> the output of every block.
+
+    `num_layers` stride-2 4x4 convs, one stride-1 conv, then a 4x4 conv to one channel; the
+    last returned tensor holds the patch logits (N, 1, h, w), the others are the intermediate
+    features the feature matching loss compares.
+    """
+
+    def __init__(
+        self, in_channels: int, base_channels: int = 64, num_layers: int = 3, norm: str = "instance"
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1, got {num_layers}.")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {list(NORMS)}, got {norm!r}.")
+        # The first block has no normalisation, as in pix2pix: it would erase the input's scale.
+        blocks: list[nn.Module] = [
+            nn.Sequential(
+                nn.Conv2d(in_channels, base_channels, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)
+            )
+        ]
+        channels = base_channels
+        for level in range(1, num_layers + 1):
+            out = base_channels * min(2**level, 8)
+            stride = 2 if level < num_layers else 1
+            blocks.append(
+                nn.Sequential(
+                    # A bias before a normalisation is wasted: the norm subtracts it again.
+                    nn.Conv2d(channels, out, 4, stride, 1, bias=norm == "none"),
+                    norm_layer(norm, out),
+                    nn.LeakyReLU(0.2, inplace=True),
+                )
+            )
+            channels = out
+        blocks.append(nn.Conv2d(channels, 1, 4, 1, 1))
+        self.blocks = nn.ModuleList(blocks)
+        init_gan_weights(self)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every block's output, in order; the last one is the patch logits."""
+        outputs = []
+        for block in self.blocks:
+            x = block(x)
+            outputs.append(x)
+        return outputs
+
+
+class MultiscaleDiscriminator(nn.Module):
+    """`num_scales` PatchGANs; scale i judges the input average-pooled i times (pix2pixHD).
+
+    Coarser scales have a larger receptive field relative to the image and judge global
+    structure, the finest one judges texture.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_scales: int = 2,
+        base_channels: int = 64,
+        num_layers: int = 3,
+        norm: str = "instance",
+    ) -> None:
+        super().__init__()
+        if num_scales < 1:
+            raise ValueError(f"num_scales must be at least 1, got {num_scales}.")
+        self.scales = nn.ModuleList(
+            PatchDiscriminator(in_channels, base_channels, num_layers, norm)
+            for _ in range(num_scales)
+        )
+        self.downsample = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
+        """One list of block outputs per scale, finest scale first."""
+        outputs = []
+        for index, discriminator in enumerate(self.scales):
+            if index > 0:
+                x = self.downsample(x)
+            outputs.append(discriminator(x))
+        return outputs
+
+
+def temporal_stride(scale: int) -> int:
+    """Frame step of temporal scale `scale`: 1, 3, 9, ... (vid2vid's frame skipping)."""
+    if scale < 0:
+        raise ValueError(f"temporal scale must be non-negative, got {scale}.")
+    return 3**scale
+
+
+def clip_start_indices(num_frames: int, frames_per_clip: int, stride: int) -> list[int]:
+    """Every start s such that frames s, s + stride, ..., s + (K - 1) * stride exist.
+
+    Empty when a clip of `frames_per_clip` frames at this stride is longer than the video.
+    """
+    if frames_per_clip < 1 or stride < 1:
+        raise ValueError(
+            f"frames_per_clip and stride must be at least 1, got {frames_per_clip} and {stride}."
+        )
+    span = (frames_per_clip - 1) * stride
+    return list(range(max(0, num_frames - span)))
+
+
+class VideoDiscriminator(nn.Module):
+    """D_V: judges K frames and the K - 1 flows between them, one multi-scale D per temporal
+    scale.
+
+    The flows let the discriminator check that the motion of the frames is plausible and
+    consistent with the flow the generator warps with, not only that each frame looks real.
+    """
+
+    def __init__(
+        self,
+        frame_channels: int,
+        frames_per_clip: int = 3,
+        num_temporal_scales: int = 2,
+        num_scales: int = 2,
+        base_channels: int = 64,
+        num_layers: int = 3,
+        norm: str = "instance",
+    ) -> None:
+        super().__init__()
+        if frames_per_clip < 2:
+            raise ValueError(
+                f"frames_per_clip must be at least 2 (there are no flows otherwise), got "
+                f"{frames_per_clip}."
+            )
+        if num_temporal_scales < 1:
+            raise ValueError(f"num_temporal_scales must be at least 1, got {num_temporal_scales}.")
+        self.frame_channels = frame_channels
+        self.frames_per_clip = frames_per_clip
+        self.in_channels = frames_per_clip * frame_channels + (frames_per_clip - 1) * 2
+        self.temporal_scales = nn.ModuleList(
+            MultiscaleDiscriminator(self.in_channels, num_scales, base_channels, num_layers, norm)
+            for _ in range(num_temporal_scales)
+        )
+
+    @property
+    def num_temporal_scales(self) -> int:
+        """How many temporal scales (frame strides 1, 3, 9, ...) this discriminator judges."""
+        return len(self.temporal_scales)
+
+    def check_shapes(self, frames: torch.Tensor, flows: torch.Tensor, temporal_scale: int) -> None:
+        """Raise a ValueError that says what is wrong with the inputs of `forward`."""
+        k, c = self.frames_per_clip, self.frame_channels
+        if frames.dim() != 5 or frames.shape[1] != k or frames.shape[2] != c:
+            raise ValueError(
+                f"frames must be (B, {k}, {c}, H, W) (clips of {k} frames of {c} channels), got "
+                f"{tuple(frames.shape)}."
+            )
+        batch, _, _, height, width = frames.shape
+        expected = (batch, k - 1, 2, height, width)
+        if tuple(flows.shape) != expected:
+            raise ValueError(
+                f"flows must be {expected} (the {k - 1} flows between the frames, at the frames' "
+                f"size), got {tuple(flows.shape)}."
+            )
+        if not 0 <= temporal_scale < self.num_temporal_scales:
+            raise ValueError(
+                f"temporal_scale must be in [0, {self.num_temporal_scales}), got {temporal_scale}."
+            )
+
+    def forward(
+        self, frames: torch.Tensor, flows: torch.Tensor, temporal_scale: int
+    ) -> list[list[torch.Tensor]]:
+        """Frames (B, K, C, H, W) and flows (B, K - 1, 2, H, W) -> per-scale block outputs."""
+        self.check_shapes(frames, flows, temporal_scale)
+        x = torch.cat([frames.flatten(1, 2), flows.flatten(1, 2) / FLOW_SCALE], dim=1)
+        return self.temporal_scales[temporal_scale](x)

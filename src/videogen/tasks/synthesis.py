@@ -1,0 +1,580 @@
+"""vid2vid: semantic-map video -> photorealistic video with a flow-warped sequential GAN.
+
+`SynthesisTask` (`model=vid2vid`) trains the sequential generator G, the multi-scale image
+discriminator D_I and the video discriminator D_V with manual optimisation. Each training
+sequence is generated in chunks of `frames_per_step` frames (truncated back-propagation through
+time): after every chunk G, D_I and D_V take one step each, and the chunk's outputs are detached
+before they become the next chunk's previous frames. The sequence grows from `n_frames_start`
+frames, doubling every `grow_every_epochs` epochs, up to `n_frames_total`.
+
+Losses (paper weights as defaults): LSGAN (or hinge) for D_I and D_V, feature matching (10), VGG
+perceptual (10, only with local VGG19 weights), flow L1 against a reference flow computed on the
+real frames (10) and warp loss (10), both on pixels where that flow is confident, and an
+occlusion-mask loss that prefers warping where the flow is confident.
+
+Frames are in [-1, 1] inside the task (the generator's tanh range) and [0, 1] for metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any, ClassVar
+
+import torch
+from hydra.utils import instantiate
+
+from videogen.errors import CheckpointError, ConfigError
+from videogen.metrics.frames import frame_psnr, frame_ssim
+from videogen.metrics.synthesis import FrechetDistance, load_feature_network, temporal_warping_error
+from videogen.models.vid2vid.discriminators import (
+    MultiscaleDiscriminator,
+    VideoDiscriminator,
+    clip_start_indices,
+    temporal_stride,
+)
+from videogen.models.vid2vid.encoder import (
+    ClassFeatureMixture,
+    InstanceFeatureEncoder,
+    instance_features,
+)
+from videogen.models.vid2vid.flow import (
+    build_flow_estimator,
+    flow_confidence,
+    reference_flows,
+    warp,
+)
+from videogen.models.vid2vid.generator import GeneratedFrame, SequentialGenerator
+from videogen.models.vid2vid.losses import (
+    VGGPerceptualLoss,
+    feature_matching_loss,
+    gan_loss,
+    masked_l1,
+)
+from videogen.tasks.base import checkpoint_task, read_checkpoint, task_id
+from videogen.tasks.prediction import PixelSpaceTask
+
+log = logging.getLogger(__name__)
+
+# Instance features kept (at most) to fit the per-class style mixture.
+MAX_STYLE_SAMPLES = 20_000
+# Colours of the label panel in generated videos (class id modulo the palette length).
+PALETTE = torch.tensor(
+    [
+        [0.0, 0.0, 0.0], [0.9, 0.3, 0.3], [0.3, 0.8, 0.3], [0.3, 0.4, 0.9], [0.9, 0.8, 0.2],
+        [0.8, 0.3, 0.8], [0.2, 0.8, 0.8], [0.6, 0.6, 0.6], [0.9, 0.5, 0.1], [0.5, 0.2, 0.6],
+    ]
+)  # fmt: skip
+
+
+class SequenceBuffers:
+    """The frames, flows and confidences of one training sequence, in [-1, 1] and pixels."""
+
+    def __init__(self, real: torch.Tensor, estimator: Any) -> None:
+        self.real = real
+        self.estimator = estimator
+        self.flows: dict[int, torch.Tensor] = {}
+
+    def flow(self, stride: int) -> torch.Tensor:
+        """Reference flows (B, T - stride, 2, H, W) from frame t to t + stride of the real video."""
+        if stride not in self.flows:
+            with torch.no_grad():
+                unit = (self.real.float() + 1) / 2
+                self.flows[stride] = reference_flows(unit, self.estimator, stride).to(self.real)
+        return self.flows[stride]
+
+    def confidence(self) -> torch.Tensor:
+        """(B, T - 1, 1, H, W): 1 where warping real frame t - 1 by the reference flow gives t."""
+        if -1 not in self.flows:
+            flows = self.flow(1)
+            warped = warp(self.real[:, :-1].flatten(0, 1), flows.flatten(0, 1))
+            conf = flow_confidence(self.real[:, 1:].flatten(0, 1), warped)
+            self.flows[-1] = conf.view(*flows.shape[:2], 1, *flows.shape[-2:])
+        return self.flows[-1]
+
+
+class SynthesisTask(PixelSpaceTask):
+    """vid2vid (`model=vid2vid`): sequential generator + image and video discriminators.
+
+    `net` is the SequentialGenerator (its `num_previous_frames=0` is the per-frame image-to-
+    image baseline, trained without D_V). The discriminators are built here because their input
+    widths follow from the generator's classes and the data's channels.
+    """
+
+    requires: ClassVar[frozenset[str]] = frozenset({"video", "segmentation"})
+    # Options that may be changed on a trained model (evaluate / generate overrides).
+    runtime_options: ClassVar[tuple[str, ...]] = (
+        "sample_style",
+        "fid_network_path",
+        "fvd_network_path",
+        "flow_estimator",
+        "flow_weights_path",
+    )
+
+    def __init__(
+        self,
+        net: dict[str, Any],
+        image_discriminator: dict[str, Any],
+        video_discriminator: dict[str, Any] | None = None,
+        feature_encoder: dict[str, Any] | None = None,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        gan_mode: str = "lsgan",
+        feature_matching_weight: float = 10.0,
+        perceptual_weight: float = 10.0,
+        flow_weight: float = 10.0,
+        warp_weight: float = 10.0,
+        mask_weight: float = 1.0,
+        vgg_weights_path: str | None = None,
+        flow_estimator: str = "dis",
+        flow_weights_path: str | None = None,
+        frames_per_step: int = 4,
+        n_frames_start: int = 4,
+        n_frames_total: int = 8,
+        grow_every_epochs: int = 1,
+        grad_clip_norm: float | None = 10.0,
+        coarse_ckpt: str | None = None,
+        style_components: int = 4,
+        sample_style: bool = False,
+        fid_network_path: str | None = None,
+        fvd_network_path: str | None = None,
+    ) -> None:
+        super().__init__(net, optimizer, scheduler)
+        self.save_hyperparameters(logger=False)
+        if not isinstance(self.net, SequentialGenerator):
+            raise ConfigError(
+                f"model.net of vid2vid must be a SequentialGenerator, got {type(self.net).__name__}."
+            )
+        if gan_mode not in ("lsgan", "hinge"):
+            raise ConfigError(f"model.gan_mode must be lsgan or hinge, got {gan_mode!r}.")
+        if frames_per_step < 1 or n_frames_start < 1 or n_frames_total < n_frames_start:
+            raise ConfigError(
+                "model.frames_per_step and model.n_frames_start must be >= 1 and "
+                f"model.n_frames_total >= n_frames_start, got {frames_per_step}, "
+                f"{n_frames_start} and {n_frames_total}."
+            )
+        generator: SequentialGenerator = self.net
+        condition_channels = generator.num_classes + int(generator.instance_edges)
+        self.image_discriminator: MultiscaleDiscriminator = instantiate(
+            image_discriminator, in_channels=condition_channels + generator.frame_channels
+        )
+        # The per-frame baseline has no flow to show a video discriminator.
+        self.video_discriminator: VideoDiscriminator | None = (
+            instantiate(video_discriminator, frame_channels=generator.frame_channels)
+            if video_discriminator and generator.num_previous_frames > 0
+            else None
+        )
+        self.feature_encoder: InstanceFeatureEncoder | None = None
+        self.style_mixture: ClassFeatureMixture | None = None
+        if generator.feature_channels:
+            if not feature_encoder:
+                raise ConfigError(
+                    "model.net.feature_channels > 0 needs model.feature_encoder (the instance "
+                    "feature encoder E); set it or set feature_channels to 0."
+                )
+            self.feature_encoder = instantiate(
+                feature_encoder,
+                in_channels=generator.frame_channels,
+                feature_channels=generator.feature_channels,
+            )
+            self.style_mixture = ClassFeatureMixture(
+                generator.num_classes, generator.feature_channels, style_components
+            )
+        self.gan_mode = gan_mode
+        self.weights = {
+            "feature_matching": feature_matching_weight,
+            "perceptual": perceptual_weight,
+            "flow": flow_weight,
+            "warp": warp_weight,
+            "mask": mask_weight,
+        }
+        # Kept out of the module tree (object.__setattr__): the frozen VGG19 would otherwise add
+        # 80 MB of fixed weights to every checkpoint. It follows the batch's device when used.
+        object.__setattr__(
+            self,
+            "perceptual",
+            VGGPerceptualLoss.from_path(vgg_weights_path) if perceptual_weight else None,
+        )
+        self.flow_estimator = flow_estimator
+        self.flow_weights_path = flow_weights_path
+        self.estimator = build_flow_estimator(flow_estimator, flow_weights_path)
+        self.frames_per_step = frames_per_step
+        self.n_frames_start = n_frames_start
+        self.n_frames_total = n_frames_total
+        self.grow_every_epochs = max(1, grow_every_epochs)
+        self.grad_clip_norm = grad_clip_norm
+        self.sample_style = sample_style
+        self.fid_network_path = fid_network_path
+        self.fvd_network_path = fvd_network_path
+        self.frechet: dict[str, FrechetDistance] = {}
+        self.style_samples: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.skipped_steps = 0
+        self.automatic_optimization = False
+        if coarse_ckpt:
+            self.load_coarser_generator(coarse_ckpt)
+
+    # ----- setup ------------------------------------------------------------------------------
+    def load_coarser_generator(self, path: str) -> None:
+        """Progressive training: start G's global level (and enhancers) from a coarser run."""
+        checkpoint = read_checkpoint(path)
+        recorded = checkpoint_task(checkpoint, path)
+        if recorded != task_id(SynthesisTask):
+            raise CheckpointError(
+                f"model.coarse_ckpt={path} belongs to the task {recorded.rsplit('.', 1)[-1]}, "
+                "not vid2vid: give a checkpoint trained with model=vid2vid at fewer spatial scales."
+            )
+        coarse_scales = checkpoint["hyper_parameters"]["net"].get("n_scales_spatial", 1)
+        if coarse_scales >= self.net.n_scales_spatial:
+            raise ConfigError(
+                f"model.coarse_ckpt={path} has {coarse_scales} spatial scales and this model "
+                f"{self.net.n_scales_spatial}: the coarser run must have fewer."
+            )
+        weights = {
+            k.removeprefix("net."): v
+            for k, v in checkpoint["state_dict"].items()
+            if k.startswith("net.")
+        }
+        copied = self.net.load_coarser(weights)
+        log.info(
+            "Started the generator from %s (%d tensors of %d levels)",
+            path,
+            len(copied),
+            coarse_scales,
+        )
+
+    def configure_optimizers(self) -> Any:
+        generator_params = list(self.net.parameters())
+        if self.feature_encoder is not None:
+            generator_params += list(self.feature_encoder.parameters())
+        optimizers = []
+        for params in (
+            generator_params,
+            list(self.image_discriminator.parameters()),
+            list(self.video_discriminator.parameters()) if self.video_discriminator else None,
+        ):
+            if params is not None:
+                optimizers.append(self.build_optimizer(params)[0])
+        return optimizers
+
+    # ----- inputs -----------------------------------------------------------------------------
+    def sequence_length(self, frames: int, epoch: int) -> int:
+        """Training sequence length at `epoch` (doubling schedule, capped by the clip's `frames`)."""
+        length = self.n_frames_start * 2 ** (epoch // self.grow_every_epochs)
+        return max(1, min(length, self.n_frames_total, frames))
+
+    def conditions(
+        self, batch: dict[str, torch.Tensor], real: torch.Tensor | None, sample: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Generator inputs (B, T, label_channels, H, W) and foreground masks of a batch.
+
+        Style features come from the feature encoder on the real frames, or, with `sample`,
+        from the fitted per-class mixture (multimodal synthesis without a real video).
+        """
+        segmentation = batch["segmentation"]
+        instance = batch.get("instance")
+        ids = instance if instance is not None else segmentation
+        features = None
+        if self.feature_encoder is not None:
+            if sample or real is None:
+                assert self.style_mixture is not None
+                features = torch.stack(
+                    [
+                        self.style_mixture.sample(segmentation[:, t], ids[:, t])
+                        for t in range(segmentation.shape[1])
+                    ],
+                    dim=1,
+                ).to(self.device)
+            else:
+                encoded = self.feature_encoder(real.flatten(0, 1), ids.flatten(0, 1))
+                features = encoded.view(*real.shape[:2], *encoded.shape[1:])
+        labels = self.net.semantic_input(segmentation, instance, features)
+        return labels, self.net.foreground_mask(segmentation)
+
+    def condition_only(self, labels: torch.Tensor) -> torch.Tensor:
+        """The semantic part of generator inputs (classes and edges, no style features)."""
+        return labels[..., : self.net.num_classes + int(self.net.instance_edges), :, :]
+
+    # ----- losses -----------------------------------------------------------------------------
+    def image_scores(self, labels: torch.Tensor, frames: torch.Tensor) -> list[list[torch.Tensor]]:
+        """D_I on (semantic map, frame) pairs; labels and frames (B, T, ., H, W)."""
+        pairs = torch.cat([self.condition_only(labels), frames], dim=2)
+        return self.image_discriminator(pairs.flatten(0, 1))
+
+    def video_windows(self, length: int, first_new: int) -> list[tuple[int, int, list[int]]]:
+        """(temporal scale, stride, start indices) of the D_V clips that include a new frame."""
+        assert self.video_discriminator is not None
+        k = self.video_discriminator.frames_per_clip
+        windows = []
+        for scale in range(self.video_discriminator.num_temporal_scales):
+            stride = temporal_stride(scale)
+            starts = [
+                s
+                for s in clip_start_indices(length, k, stride)
+                if s + (k - 1) * stride >= first_new
+            ]
+            if starts:
+                windows.append((scale, stride, starts))
+        return windows
+
+    def video_scores(
+        self,
+        frames: torch.Tensor,
+        buffers: SequenceBuffers,
+        scale: int,
+        stride: int,
+        starts: list[int],
+    ) -> list[list[torch.Tensor]]:
+        """D_V on the clips starting at `starts`, with the real video's flows at `stride`.
+
+        Real and fake clips get the same reference flows, so D_V judges the frames' motion
+        against the true motion rather than the flows themselves.
+        """
+        assert self.video_discriminator is not None
+        k = self.video_discriminator.frames_per_clip
+        flows = buffers.flow(stride)
+        clips = torch.cat([frames[:, s : s + (k - 1) * stride + 1 : stride] for s in starts], dim=0)
+        clip_flows = torch.cat(
+            [flows[:, s : s + (k - 2) * stride + 1 : stride] for s in starts], dim=0
+        )
+        return self.video_discriminator(clips, clip_flows, scale)
+
+    def generator_losses(
+        self,
+        outputs: list[GeneratedFrame],
+        start: int,
+        labels: torch.Tensor,
+        all_fake: torch.Tensor,
+        buffers: SequenceBuffers,
+    ) -> dict[str, torch.Tensor]:
+        """Every generator loss for the frames start.. of the sequence (unweighted)."""
+        end = start + len(outputs)
+        fake = all_fake[:, start:end]
+        real = buffers.real[:, start:end]
+        chunk_labels = labels[:, start:end]
+        losses: dict[str, torch.Tensor] = {}
+
+        fake_scores = self.image_scores(chunk_labels, fake)
+        real_scores = self.image_scores(chunk_labels, real)
+        losses["gan_image"] = gan_loss(fake_scores, True, self.gan_mode, for_discriminator=False)
+        losses["feature_matching"] = feature_matching_loss(fake_scores, real_scores)
+
+        if self.video_discriminator is not None:
+            gan_video = fake.new_zeros(())
+            matching = fake.new_zeros(())
+            windows = self.video_windows(end, start)
+            for scale, stride, starts in windows:
+                fake_v = self.video_scores(all_fake, buffers, scale, stride, starts)
+                real_v = self.video_scores(buffers.real, buffers, scale, stride, starts)
+                gan_video = gan_video + gan_loss(fake_v, True, self.gan_mode, False)
+                matching = matching + feature_matching_loss(fake_v, real_v)
+            losses["gan_video"] = gan_video
+            losses["feature_matching"] = losses["feature_matching"] + matching
+
+        if self.perceptual is not None:
+            self.perceptual.to(fake.device)
+            losses["perceptual"] = self.perceptual(fake.flatten(0, 1), real.flatten(0, 1))
+
+        # Flow terms for frames that were warped from a previous one (not single-image frames).
+        temporal = [(start + i, out) for i, out in enumerate(outputs) if start + i > 0]
+        if self.net.num_previous_frames and temporal:
+            flows, confidence = buffers.flow(1), buffers.confidence()
+            flow_l1 = warp_l1 = mask_l1 = fake.new_zeros(())
+            for t, out in temporal:
+                conf = confidence[:, t - 1]
+                flow_l1 = flow_l1 + masked_l1(out.flow, flows[:, t - 1], conf)
+                warped_real = warp(buffers.real[:, t - 1], out.flow)
+                warp_l1 = warp_l1 + masked_l1(warped_real, buffers.real[:, t], conf)
+                # Where the true flow explains the frame, warping (m = 0) is the right choice.
+                mask_l1 = mask_l1 + masked_l1(out.mask, torch.zeros_like(out.mask), conf)
+            losses["flow"] = flow_l1 / len(temporal)
+            losses["warp"] = warp_l1 / len(temporal)
+            losses["mask"] = mask_l1 / len(temporal)
+        return losses
+
+    def discriminator_loss(
+        self, fake_scores: list[list[torch.Tensor]], real_scores: list[list[torch.Tensor]]
+    ) -> torch.Tensor:
+        return 0.5 * (
+            gan_loss(real_scores, True, self.gan_mode, for_discriminator=True)
+            + gan_loss(fake_scores, False, self.gan_mode, for_discriminator=True)
+        )
+
+    # ----- training ---------------------------------------------------------------------------
+    def step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> bool:
+        """Backward, clip and step; a non-finite loss skips the update (counted) instead."""
+        optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            self.skipped_steps += 1
+            log.warning("Skipped a step with a non-finite loss (%d so far).", self.skipped_steps)
+            return False
+        self.manual_backward(loss)
+        if self.grad_clip_norm:
+            self.clip_gradients(optimizer, self.grad_clip_norm, "norm")
+        optimizer.step()
+        return True
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        opt_g, opt_di = optimizers[0], optimizers[1]
+        opt_dv = optimizers[2] if len(optimizers) > 2 else None
+
+        real_full = self.pixels(batch) * 2 - 1
+        length = self.sequence_length(real_full.shape[1], self.current_epoch)
+        offset = random.randint(0, real_full.shape[1] - length)
+        window = slice(offset, offset + length)
+        real = real_full[:, window]
+        clip = {k: v[:, window] for k, v in batch.items() if k in ("segmentation", "instance")}
+        buffers = SequenceBuffers(real, self.estimator)
+        labels, foreground = self.conditions(clip, real, sample=False)
+        self.remember_styles(clip, labels)
+
+        generated: list[torch.Tensor] = []  # detached outputs: the next chunks' history
+        batch_size = real.shape[0]
+        totals: dict[str, float] = {}
+        for start in range(0, length, self.frames_per_step):
+            end = min(start + self.frames_per_step, length)
+            history = min(start, self.net.num_previous_frames)
+            previous = torch.stack(generated[start - history : start], 1) if history else None
+            # Style features are recomputed per chunk so E's graph is freed with the chunk's.
+            chunk_labels = labels if start == 0 else self.conditions(clip, real, False)[0]
+            outputs = self.net.rollout(
+                chunk_labels[:, start - history : end],
+                None if foreground is None else foreground[:, start - history : end],
+                previous,
+            )
+            fake_new = torch.stack([out.frame for out in outputs], 1)
+            # The whole sequence so far, earlier chunks detached: D_V clips may span chunks.
+            all_fake = (
+                torch.cat([torch.stack(generated, 1), fake_new], 1) if generated else fake_new
+            )
+
+            losses = self.generator_losses(outputs, start, chunk_labels, all_fake, buffers)
+            loss_g = sum(
+                (self.weights.get(name, 1.0) * value for name, value in losses.items()),
+                start=real.new_zeros(()),
+            )
+            if not self.step(opt_g, loss_g):
+                generated.extend(fake_new.detach().unbind(1))
+                continue
+
+            fake_detached = all_fake.detach()
+            d_image = self.discriminator_loss(
+                self.image_scores(labels[:, start:end].detach(), fake_detached[:, start:end]),
+                self.image_scores(labels[:, start:end].detach(), real[:, start:end]),
+            )
+            self.step(opt_di, d_image)
+            losses["d_image"] = d_image
+            if opt_dv is not None:
+                d_video = real.new_zeros(())
+                for scale, stride, starts in self.video_windows(end, start):
+                    d_video = d_video + self.discriminator_loss(
+                        self.video_scores(fake_detached, buffers, scale, stride, starts),
+                        self.video_scores(real, buffers, scale, stride, starts),
+                    )
+                self.step(opt_dv, d_video)
+                losses["d_video"] = d_video
+            losses["loss_g"] = loss_g
+            for name, value in losses.items():
+                totals[name] = totals.get(name, 0.0) + float(value.detach())
+            generated.extend(fake_new.detach().unbind(1))
+
+        chunks = -(-length // self.frames_per_step)
+        for name, value in totals.items():
+            self.log(
+                f"train/{name}", value / chunks, batch_size=batch_size, prog_bar=name == "loss_g"
+            )
+        self.log("train/sequence_length", float(length), batch_size=batch_size)
+        self.log("train/skipped_steps", float(self.skipped_steps), batch_size=batch_size)
+
+    # ----- styles (multimodal synthesis) -----------------------------------------------------
+    def remember_styles(self, clip: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
+        """Keep encoded per-instance features of training frames to fit the style mixture."""
+        if (
+            self.feature_encoder is None
+            or sum(len(f) for f, _ in self.style_samples) > MAX_STYLE_SAMPLES
+        ):
+            return
+        seg = clip["segmentation"][:, 0]
+        ids = clip.get("instance", clip["segmentation"])[:, 0]
+        start = self.net.num_classes + int(self.net.instance_edges)
+        feature_map = labels[:, 0, start : start + self.net.feature_channels].detach()
+        features, classes = instance_features(feature_map, seg, ids)
+        self.style_samples.append((features.cpu(), classes.cpu()))
+
+    def on_validation_epoch_start(self) -> None:
+        # Fit before validation so that the checkpoint saved after it holds the mixture.
+        if self.style_mixture is not None and self.style_samples:
+            features = torch.cat([f for f, _ in self.style_samples])
+            classes = torch.cat([c for _, c in self.style_samples])
+            self.style_mixture.fit(features.to(self.style_mixture.means), classes.to(self.device))
+
+    def on_train_epoch_start(self) -> None:
+        self.style_samples = []
+
+    # ----- evaluation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def synthesize(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(generated, real) videos (B, T, C, H, W) in [0, 1]; the whole clip, frame by frame."""
+        real = self.pixels(batch)
+        labels, foreground = self.conditions(batch, real * 2 - 1, sample=self.sample_style)
+        outputs = self.net.rollout(labels, foreground)
+        fake = torch.stack([out.frame for out in outputs], 1)
+        return ((fake + 1) / 2).clamp(0, 1), real
+
+    def evaluation_step(self, batch: dict[str, torch.Tensor], split: str) -> None:
+        fake, real = self.synthesize(batch)
+        batch_size = real.shape[0]
+        values = {"psnr": frame_psnr(fake, real), "ssim": frame_ssim(fake, real)}
+        if real.shape[1] > 1:
+            flows = reference_flows(real, self.estimator, 1).to(real)
+            real_pm = real * 2 - 1
+            warped = warp(real_pm[:, :-1].flatten(0, 1), flows.flatten(0, 1))
+            confidence = flow_confidence(real_pm[:, 1:].flatten(0, 1), warped)
+            confidence = confidence.view(*flows.shape[:2], 1, *flows.shape[-2:])
+            values["warp_error"] = temporal_warping_error(fake, flows, confidence)
+            # The same measure on the real video: the floor a perfect model would reach.
+            values["warp_error_real"] = temporal_warping_error(real, flows, confidence)
+        for name, value in values.items():
+            self.log(
+                f"{split}/{name}",
+                value.mean(),
+                prog_bar=name == "psnr",
+                batch_size=batch_size,
+                sync_dist=True,
+            )
+        if split == "test":
+            for metric in self.frechet.values():
+                metric.update(real, fake)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.evaluation_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.evaluation_step(batch, "test")
+
+    def on_test_epoch_start(self) -> None:
+        self.frechet = {}
+        for name, path, mode in (
+            ("fid", self.fid_network_path, "frames"),
+            ("fvd", self.fvd_network_path, "clips"),
+        ):
+            network = load_feature_network(
+                path, f"{name.upper()}-style", f"model.{name}_network_path"
+            )
+            if network is not None:
+                self.frechet[name] = FrechetDistance(network.to(self.device), mode=mode)
+
+    def on_test_epoch_end(self) -> None:
+        for name, metric in self.frechet.items():
+            self.log(f"test/{name}", metric.compute(), sync_dist=False)
+
+    @torch.no_grad()
+    def generation_panels(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], int]:
+        """Videos in [0, 1] side by side: labels | output | truth."""
+        fake, real = self.synthesize(batch)
+        palette = PALETTE.to(fake.device)
+        labels = palette[batch["segmentation"] % len(palette)].permute(0, 1, 4, 2, 3)
+        return {"labels": labels, "output": fake, "truth": real}, 0

@@ -1,0 +1,168 @@
+"""vid2vid through the real command line, tiny, on the synthetic shapes: train -> test metrics,
+generate videos longer than the training clips, the per-frame baseline, progressive
+coarse-to-fine training, multimodal style sampling, and the user mistakes as one sentence."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import TINY_DATA, assert_ok, assert_one_sentence_error, run_cli
+from tests.test_prediction_cli import gif_frames, is_red
+
+# One epoch of two batches of four 4-frame clips, one validation and one test batch.
+FAST = [
+    "model=vid2vid_tiny",
+    "trainer=cpu",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "data.num_frames=4",
+    *TINY_DATA,
+]
+TRAIN_FRAMES, HEIGHT = 4, 32
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread_per_run() -> Iterator[None]:
+    """One intra-op thread per CLI run: tiny tensors, and a small shared CPU."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
+        yield
+
+
+def train(run_dir: Path, *overrides: str) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    assert_ok(run_cli("videogen", *FAST, *overrides, f"hydra.run.dir={run_dir}", cwd=run_dir))
+    return run_dir
+
+
+def metrics_of(run_dir: Path) -> dict[str, float]:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def weights_of(run_dir: Path) -> dict[str, torch.Tensor]:
+    checkpoint = torch.load(
+        run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False
+    )
+    return checkpoint["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def vid2vid_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train(tmp_path_factory.mktemp("vid2vid"))
+
+
+def test_training_reports_synthesis_metrics(vid2vid_run: Path) -> None:
+    metrics = metrics_of(vid2vid_run)
+    assert 0 < metrics["test/psnr"] < 60
+    assert -1 <= metrics["test/ssim"] <= 1
+    # The real video is nearly consistent with its own reference flow; an untrained GAN is not
+    # (it hallucinates every frame anew), so its warping error is the larger.
+    assert 0 <= metrics["test/warp_error_real"] < metrics["test/warp_error"]
+    weights = weights_of(vid2vid_run)
+    assert any(k.startswith("video_discriminator.") for k in weights)
+    assert any(k.startswith("image_discriminator.") for k in weights)
+    assert not any("perceptual" in k or k.startswith("estimator") for k in weights)
+
+
+def test_generate_makes_videos_longer_than_the_training_clips(
+    vid2vid_run: Path, tmp_path: Path
+) -> None:
+    frames = 2 * TRAIN_FRAMES + 1
+    result = run_cli(
+        "videogen.generate",
+        f"ckpt_path={vid2vid_run / 'checkpoints' / 'best.ckpt'}",
+        "num_videos=2",
+        "formats=[gif]",
+        f"data.num_frames={frames}",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
+    )
+    assert_ok(result)
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == [
+        "example_000.gif",
+        "example_001.gif",
+    ]
+    gif = gif_frames(tmp_path / "videos" / "example_001.gif")
+    assert len(gif) == frames
+    height, width = gif[0].shape[:2]
+    # labels | output | truth, with thin gaps; only the middle (generated) panel is framed red.
+    assert abs(width - 3 * height) <= 8, (height, width)
+    third = width // 3
+    assert all(is_red(frame[0, third + 4 : 2 * third - 4]).all() for frame in gif)
+    assert not any(is_red(frame[0, 2 * third + 4 :]).all() for frame in gif)
+    assert not any(is_red(frame[0, : third - 4]).all() for frame in gif)
+
+
+def test_the_per_frame_baseline_trains_without_flow_or_video_discriminator(tmp_path: Path) -> None:
+    run_dir = train(tmp_path, "model.net.num_previous_frames=0")
+    weights = weights_of(run_dir)
+    assert not any(k.startswith("video_discriminator.") for k in weights)
+    assert not any(k.startswith(("net.flow_head", "net.mask_head")) for k in weights)
+    assert "test/warp_error" in metrics_of(run_dir)
+
+
+def test_a_second_spatial_scale_starts_from_the_coarser_checkpoint(
+    vid2vid_run: Path, tmp_path: Path
+) -> None:
+    coarse = vid2vid_run / "checkpoints" / "best.ckpt"
+    run_dir = train(
+        tmp_path,
+        "model.net.n_scales_spatial=2",
+        f"model.coarse_ckpt={coarse}",
+        "optimizer.lr=0",  # steps that change nothing: the weights are exactly the loaded ones
+        "test_after_fit=false",
+    )
+    coarse_weights, fine_weights = weights_of(vid2vid_run), weights_of(run_dir)
+    global_level = [k for k in coarse_weights if k.startswith("net.levels.0.")]
+    assert global_level
+    assert all(torch.equal(coarse_weights[k], fine_weights[k]) for k in global_level)
+    assert any(k.startswith("net.levels.1.") for k in fine_weights)
+
+
+def test_style_features_are_sampled_from_the_fitted_mixture(tmp_path: Path) -> None:
+    run_dir = train(tmp_path / "train", "model.net.feature_channels=3")
+    weights = weights_of(run_dir)
+    assert weights["style_mixture.fitted"][1:].all()  # every shape class has a mixture
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    sampled = tmp_path / "sampled"
+    result = run_cli(
+        "videogen.evaluate",
+        f"ckpt_path={ckpt}",
+        "model.sample_style=true",
+        f"hydra.run.dir={sampled}",
+        cwd=tmp_path,
+    )
+    assert_ok(result)
+    assert metrics_of(sampled)["test/psnr"] > 0
+
+
+def test_vid2vid_on_data_without_maps_is_one_sentence(tmp_path: Path) -> None:
+    result = run_cli(
+        "videogen",
+        *FAST,
+        "data=moving_mnist",
+        "data.num_frames=20",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
+    )
+    assert_one_sentence_error(result, "segmentation", "moving_mnist")
+
+
+def test_a_coarse_checkpoint_of_another_task_is_one_sentence(tmp_path: Path) -> None:
+    other = train(tmp_path / "ae", "model=vptr_ae_tiny", "test_after_fit=false")
+    result = run_cli(
+        "videogen",
+        *FAST,
+        "model.net.n_scales_spatial=2",
+        f"model.coarse_ckpt={other / 'checkpoints' / 'best.ckpt'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert_one_sentence_error(result, "model.coarse_ckpt", "AutoencoderTask")
