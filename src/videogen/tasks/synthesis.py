@@ -465,13 +465,16 @@ class SynthesisTask(PixelSpaceTask):
             )
             self.step(opt_di, d_image)
             losses["d_image"] = d_image
-            if opt_dv is not None:
-                d_video = real.new_zeros(())
-                for scale, stride, starts in self.video_windows(end, start):
-                    d_video = d_video + self.discriminator_loss(
+            # D_V steps once the sequence holds a whole clip (K frames) that has a new frame.
+            windows = self.video_windows(end, start) if opt_dv is not None else []
+            if windows:
+                d_video = sum(
+                    self.discriminator_loss(
                         self.video_scores(fake_detached, buffers, scale, stride, starts),
                         self.video_scores(real, buffers, scale, stride, starts),
                     )
+                    for scale, stride, starts in windows
+                )
                 self.step(opt_dv, d_video)
                 losses["d_video"] = d_video
             losses["loss_g"] = loss_g
