@@ -147,11 +147,10 @@ class SynthesisTask(PixelSpaceTask):
             )
         if gan_mode not in ("lsgan", "hinge"):
             raise ConfigError(f"model.gan_mode must be lsgan or hinge, got {gan_mode!r}.")
-        if frames_per_step < 1 or n_frames_start < 1 or n_frames_total < n_frames_start:
+        if min(frames_per_step, n_frames_start, n_frames_total) < 1:
             raise ConfigError(
-                "model.frames_per_step and model.n_frames_start must be >= 1 and "
-                f"model.n_frames_total >= n_frames_start, got {frames_per_step}, "
-                f"{n_frames_start} and {n_frames_total}."
+                "model.frames_per_step, model.n_frames_start and model.n_frames_total must be "
+                f">= 1, got {frames_per_step}, {n_frames_start} and {n_frames_total}."
             )
         generator: SequentialGenerator = self.net
         condition_channels = generator.num_classes + int(generator.instance_edges)
