@@ -167,3 +167,25 @@ def test_a_model_without_previous_frames_has_no_video_discriminator() -> None:
     task = tiny_task(net={"num_previous_frames": 0})
     assert task.video_discriminator is None
     assert len(task.configure_optimizers()) == 2
+
+
+def test_the_paper_config_builds_the_official_sizes_on_cityscapes(compose_train) -> None:
+    cfg = compose_train("model=vid2vid", "data=cityscapes")
+    with torch.device("meta"):  # shapes only: the 290M parameters are never allocated
+        task = instantiate(cfg.model, _recursive_=False)
+    generator = task.net
+    # 19 Cityscapes train ids + the instance-edge channel, for L + 1 = 3 frames.
+    assert generator.label_channels == 20
+    assert generator.levels[0].label_encoder[0][1].in_channels == 3 * 20
+    assert generator.levels[0].frame_encoder[0][1].in_channels == 2 * 3
+    assert generator.levels[0].trunk[0].body[0][1].out_channels == 128 * 2**3
+    # D_I sees the semantic map and the frame; D_V 3 frames and their 2 flows.
+    assert task.image_discriminator.scales[0].blocks[0][0].in_channels == 20 + 3
+    assert task.video_discriminator.in_channels == 3 * 3 + 2 * 2
+    assert task.weights == {
+        "feature_matching": 10.0,
+        "perceptual": 10.0,
+        "flow": 10.0,
+        "warp": 10.0,
+        "mask": 1.0,
+    }

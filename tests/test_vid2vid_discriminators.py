@@ -48,8 +48,11 @@ def one_thread() -> Iterator[None]:
 
 
 def logits_size(size: int, num_layers: int) -> int:
-    """PatchGAN logits size: num_layers halvings, then two 4x4 stride-1 convs (-1 each)."""
-    return size // 2**num_layers - 2
+    """PatchGAN logits size: 4x4 convs padded by 2, so each stride-2 conv gives size // 2 + 1
+    and each of the two stride-1 convs adds one."""
+    for _ in range(num_layers):
+        size = size // 2 + 1
+    return size + 2
 
 
 # --------------------------------------------------------------------------- discriminators
@@ -59,9 +62,9 @@ def test_patch_discriminator_returns_every_block_with_logits_last() -> None:
     torch.manual_seed(0)
     outputs = PatchDiscriminator(3, **TINY_D)(torch.randn(2, 3, 32, 32))
     assert [tuple(o.shape) for o in outputs] == [
-        (2, 4, 16, 16),
-        (2, 8, 8, 8),
-        (2, 16, 7, 7),
+        (2, 4, 17, 17),
+        (2, 8, 9, 9),
+        (2, 16, 10, 10),
         (2, 1, logits_size(32, 2), logits_size(32, 2)),
     ]
 
@@ -85,10 +88,10 @@ def test_multiscale_discriminator_halves_the_input_per_scale() -> None:
     torch.manual_seed(0)
     outputs = MultiscaleDiscriminator(3, num_scales=2, **TINY_D)(torch.randn(1, 3, 64, 64))
     assert len(outputs) == 2 and all(len(scale) == 4 for scale in outputs)
-    assert tuple(outputs[0][0].shape[-2:]) == (32, 32)
-    assert tuple(outputs[1][0].shape[-2:]) == (16, 16)
-    assert outputs[0][-1].shape[-1] == logits_size(64, 2) == 14
-    assert outputs[1][-1].shape[-1] == logits_size(32, 2) == 6
+    assert tuple(outputs[0][0].shape[-2:]) == (33, 33)
+    assert tuple(outputs[1][0].shape[-2:]) == (17, 17)
+    assert outputs[0][-1].shape[-1] == logits_size(64, 2) == 19
+    assert outputs[1][-1].shape[-1] == logits_size(32, 2) == 11
 
 
 def video_inputs(batch: int = 1, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +105,7 @@ def test_video_discriminator_sees_frames_and_flows() -> None:
     assert all(d.scales[0].blocks[0][0].in_channels == 13 for d in disc.temporal_scales)
     frames, flows = video_inputs()
     outputs = disc(frames, flows, temporal_scale=1)
-    assert len(outputs) == 2 and tuple(outputs[0][-1].shape) == (1, 1, 6, 6)
+    assert len(outputs) == 2 and tuple(outputs[0][-1].shape) == (1, 1, 11, 11)
     changed = flows.clone()
     changed[:, 1] += torch.randn_like(changed[:, 1]) * 10
     assert not torch.allclose(disc(frames, changed, 1)[0][-1], outputs[0][-1])

@@ -167,3 +167,19 @@ def test_semantic_input_is_one_hot_with_instance_edges_and_style_features() -> N
 def test_boundaries_mark_both_sides_of_every_edge() -> None:
     ids = torch.tensor([[1, 1, 2], [1, 1, 2], [3, 3, 3]])
     assert boundaries(ids).int().tolist() == [[0, 1, 1], [1, 1, 1], [1, 1, 1]]
+
+
+def test_foreground_pixels_are_hallucinated_even_where_the_background_is_warped() -> None:
+    generator = SequentialGenerator(**{**TINY, "foreground_classes": [1]}).eval()
+    seg = random_maps()
+    labels = generator.semantic_input(seg)
+    foreground = generator.foreground_mask(seg)[:, 2]
+    previous = torch.rand(2, 2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        out = generator(labels[:, :3], previous, foreground)
+        everywhere = generator(labels[:, :3], previous, torch.ones_like(foreground))
+    fg = foreground.bool().expand_as(out.frame)
+    assert torch.equal(out.frame[fg], everywhere.frame[fg])  # h_F, whatever the flow says
+    # Background: the usual composition of the warped previous frame and h.
+    background = compose(previous[:, -1], out.flow, out.mask, out.hallucinated)
+    torch.testing.assert_close(out.frame[~fg], background[~fg])

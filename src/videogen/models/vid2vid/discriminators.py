@@ -47,7 +47,8 @@ class PatchDiscriminator(nn.Module):
 
     `num_layers` stride-2 4x4 convs, one stride-1 conv, then a 4x4 conv to one channel; the
     last returned tensor holds the patch logits (N, 1, h, w), the others are the intermediate
-    features the feature matching loss compares.
+    features the feature matching loss compares. Convs pad by 2 as pix2pixHD / vid2vid do: the
+    maps stay larger than 1x1 (which instance norm cannot normalise) even on small frames.
     """
 
     def __init__(
@@ -61,7 +62,7 @@ class PatchDiscriminator(nn.Module):
         # The first block has no normalisation, as in pix2pix: it would erase the input's scale.
         blocks: list[nn.Module] = [
             nn.Sequential(
-                nn.Conv2d(in_channels, base_channels, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)
+                nn.Conv2d(in_channels, base_channels, 4, 2, 2), nn.LeakyReLU(0.2, inplace=True)
             )
         ]
         channels = base_channels
@@ -71,13 +72,13 @@ class PatchDiscriminator(nn.Module):
             blocks.append(
                 nn.Sequential(
                     # A bias before a normalisation is wasted: the norm subtracts it again.
-                    nn.Conv2d(channels, out, 4, stride, 1, bias=norm == "none"),
+                    nn.Conv2d(channels, out, 4, stride, 2, bias=norm == "none"),
                     norm_layer(norm, out),
                     nn.LeakyReLU(0.2, inplace=True),
                 )
             )
             channels = out
-        blocks.append(nn.Conv2d(channels, 1, 4, 1, 1))
+        blocks.append(nn.Conv2d(channels, 1, 4, 1, 2))
         self.blocks = nn.ModuleList(blocks)
         init_gan_weights(self)
 

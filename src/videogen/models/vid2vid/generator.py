@@ -5,9 +5,11 @@ The network reads top to bottom as the paper's Figure/Section 3:
 
 - two encoders, one for the semantic maps s_{t-L..t} and one for the generated frames
   x_{t-L..t-1}, whose bottleneck features are summed;
-- a shared residual trunk, then an image branch (hallucinated frame h, tanh), an optional
-  foreground image branch (h_F, for the classes listed in `foreground_classes`) and a flow branch
-  with two heads (flow w in pixels, and a sigmoid occlusion mask m);
+- a shared residual trunk, then an image branch (hallucinated frame h, tanh), a flow branch
+  with two heads (flow w in pixels, and a sigmoid occlusion mask m), and an optional foreground
+  branch h_F for the classes in `foreground_classes`, whose pixels it makes outright:
+  x_t = fg * h_F + (1 - fg) * ((1 - m) * warp(x_prev, w) + m * h), so the background comes from
+  warping and moving objects are hallucinated (the official foreground/background prior);
 - coarse to fine: `n_scales_spatial` levels, a global generator working at 1 / 2^(S-1) of the
   frame size, and local enhancers that each add a full-resolution front end to the coarser level's
   features (pix2pixHD). The global level has the same shape whatever S is, so a finer model starts
@@ -307,18 +309,21 @@ class SequentialGenerator(nn.Module):
         assert features is not None
 
         hallucinated = torch.tanh(self.image_head(features["image"]))
-        if self.foreground_head is not None and foreground is not None:
-            # Foreground classes come from their own branch: h = fg * h_F + (1 - fg) * h_B.
-            h_foreground = torch.tanh(self.foreground_head(features["foreground"]))
-            hallucinated = foreground * h_foreground + (1 - foreground) * hallucinated
         if self.flow_head is None or single_image:
-            zeros = hallucinated.new_zeros(batch, 2, height, width)
-            ones = hallucinated.new_ones(batch, 1, height, width)
-            return GeneratedFrame(hallucinated, hallucinated, zeros, ones)
-        assert previous is not None and self.mask_head is not None
-        flow = self.flow_head(features["flow"]) * self.flow_scale
-        mask = torch.sigmoid(self.mask_head(features["flow"]))
-        frame = compose(previous[:, -1], flow, mask, hallucinated)
+            frame = hallucinated
+            flow = hallucinated.new_zeros(batch, 2, height, width)
+            mask = hallucinated.new_ones(batch, 1, height, width)
+        else:
+            assert previous is not None and self.mask_head is not None
+            flow = self.flow_head(features["flow"]) * self.flow_scale
+            mask = torch.sigmoid(self.mask_head(features["flow"]))
+            frame = compose(previous[:, -1], flow, mask, hallucinated)
+        if self.foreground_head is not None and foreground is not None:
+            # Foreground objects (cars, people) move on their own: their pixels are always
+            # hallucinated by the foreground branch; only the background is warped.
+            h_foreground = torch.tanh(self.foreground_head(features["foreground"]))
+            frame = foreground * h_foreground + (1 - foreground) * frame
+            hallucinated = foreground * h_foreground + (1 - foreground) * hallucinated
         return GeneratedFrame(frame, hallucinated, flow, mask)
 
     # ----- a sequence -------------------------------------------------------------------------
