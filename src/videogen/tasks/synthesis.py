@@ -435,8 +435,9 @@ class SynthesisTask(PixelSpaceTask):
             end = min(start + self.frames_per_step, length)
             history = min(start, self.net.num_previous_frames)
             previous = torch.stack(generated[start - history : start], 1) if history else None
-            # Style features are recomputed per chunk so E's graph is freed with the chunk's.
-            chunk_labels = labels if start == 0 else self.conditions(clip, real, False)[0]
+            # E's style features are recomputed per chunk: its graph is freed with each chunk's.
+            fresh = start > 0 and self.feature_encoder is not None
+            chunk_labels = self.conditions(clip, real, False)[0] if fresh else labels
             outputs = self.net.rollout(
                 chunk_labels[:, start - history : end],
                 None if foreground is None else foreground[:, start - history : end],
