@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
+from videogen.errors import CheckpointError, ConfigError
 from videogen.models.vid2vid.flow import reference_flows
 from videogen.tasks.synthesis import SequenceBuffers, SynthesisTask
 
@@ -189,3 +190,26 @@ def test_the_paper_config_builds_the_official_sizes_on_cityscapes(compose_train)
         "warp": 10.0,
         "mask": 1.0,
     }
+
+
+@pytest.mark.parametrize(
+    ("recorded", "scales", "message"),
+    [
+        ("videogen.tasks.prediction.AutoencoderTask", 1, "belongs to the task AutoencoderTask"),
+        ("videogen.tasks.synthesis.SynthesisTask", 2, "the coarser run must have fewer"),
+    ],
+)
+def test_a_coarse_checkpoint_must_be_a_coarser_vid2vid(
+    tmp_path, recorded: str, scales: int, message: str
+) -> None:
+    path = tmp_path / "coarse.ckpt"
+    torch.save(
+        {
+            "state_dict": {},
+            "hyper_parameters": {"net": {"n_scales_spatial": scales}},
+            "videogen": {"task": recorded},
+        },
+        path,
+    )
+    with pytest.raises((CheckpointError, ConfigError), match=message):
+        tiny_task(net={"n_scales_spatial": 2}, coarse_ckpt=str(path))
