@@ -119,21 +119,45 @@ def test_a_second_spatial_scale_starts_from_the_coarser_checkpoint(
     assert any(k.startswith("net.levels.1.") for k in fine_weights)
 
 
-def test_style_features_are_sampled_from_the_fitted_mixture(tmp_path: Path) -> None:
+class FramePooling(torch.nn.Module):
+    """A stand-in feature network: mean colour of each frame, (N, 3, H, W) -> (N, 3)."""
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return frames.mean(dim=(2, 3))
+
+
+class ClipPooling(torch.nn.Module):
+    """A stand-in clip feature network: mean colour of each clip, (B, T, 3, H, W) -> (B, 3)."""
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return clips.mean(dim=(1, 3, 4))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_style_sampling_and_frechet_distances_at_evaluation(tmp_path: Path) -> None:
     run_dir = train(tmp_path / "train", "model.net.feature_channels=3")
     weights = weights_of(run_dir)
     assert weights["style_mixture.fitted"][1:].all()  # every shape class has a mixture
-    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    networks = {}
+    for name, module in (("fid", FramePooling()), ("fvd", ClipPooling())):
+        networks[name] = tmp_path / f"{name}.pt"
+        torch.jit.script(module).save(str(networks[name]))
     sampled = tmp_path / "sampled"
     result = run_cli(
         "videogen.evaluate",
-        f"ckpt_path={ckpt}",
+        f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}",
         "model.sample_style=true",
+        f"model.fid_network_path={networks['fid']}",
+        f"model.fvd_network_path={networks['fvd']}",
         f"hydra.run.dir={sampled}",
         cwd=tmp_path,
     )
     assert_ok(result)
-    assert metrics_of(sampled)["test/psnr"] > 0
+    metrics = metrics_of(sampled)
+    assert metrics["test/psnr"] > 0
+    # Untrained outputs differ from the real frames in colour statistics: both distances > 0.
+    assert metrics["test/fid"] > 0 and metrics["test/fvd"] > 0
+    assert "FID-style distance is not reported" not in result.stderr
 
 
 def test_vid2vid_on_data_without_maps_is_one_sentence(tmp_path: Path) -> None:
