@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
@@ -86,3 +87,22 @@ def compose_train(tmp_path: Path) -> Iterator:
         return cfg
 
     yield _compose
+
+
+@pytest.fixture(scope="module")
+def one_intra_op_thread() -> Iterator[None]:
+    """One intra-op thread for a module of tiny-tensor tests: on a small shared CPU, torch's
+    thread pool only spins against other processes. Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def one_thread_per_cli_run() -> Iterator[None]:
+    """Each CLI run of a module uses one intra-op thread: on a small shared CPU, torch's thread
+    pool otherwise spins against other processes and a 6 s run takes 30 s. Results are unchanged."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
+        yield

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -36,13 +36,7 @@ STAGE2 = {"far": "vptr_far_tiny", "nar": "vptr_nar_tiny"}
 QUALITY = {"test/mse", "test/psnr", "test/ssim", "test/mse_copy_last"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread_per_run() -> Iterator[None]:
-    """Each CLI run uses one intra-op thread: on a small shared CPU, torch's thread pool
-    otherwise spins against other processes and a 6 s run takes 30 s. Results are unchanged."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OMP_NUM_THREADS", "1")
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread_per_cli_run")
 
 
 def metrics_of(run_dir: Path) -> dict[str, float]:

@@ -6,7 +6,6 @@ baseline and the coarse checkpoint checks are tested in-process (tests/test_synt
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,12 +28,7 @@ FAST = [
 TRAIN_FRAMES, HEIGHT = 4, 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread_per_run() -> Iterator[None]:
-    """One intra-op thread per CLI run: tiny tensors, and a small shared CPU."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OMP_NUM_THREADS", "1")
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread_per_cli_run")
 
 
 def train(run_dir: Path, *overrides: str) -> Path:

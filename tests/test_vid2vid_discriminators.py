@@ -5,7 +5,6 @@ per-class feature mixture."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,14 +36,7 @@ from videogen.models.vid2vid.losses import (
 TINY_D = dict(base_channels=4, num_layers=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: these tensors are tiny, and on a small shared CPU torch's thread
-    pool only spins against other processes. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 def logits_size(size: int, num_layers: int) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,15 +31,7 @@ from videogen.models.vid2vid.flow import (
     warp,
 )
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: these tensors are tiny, and on a small shared CPU torch's thread
-    pool only spins against other processes. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 def smooth_texture(size: int, seed: int = 0) -> torch.Tensor:

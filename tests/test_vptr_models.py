@@ -4,7 +4,6 @@ block-autoregressive inference, and the metric formulas."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -31,14 +30,7 @@ TINY = dict(
 TINY_AE = dict(base_channels=8, feature_dim=16, num_downsampling=2, num_res_blocks=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: these tensors are tiny, and on a small shared CPU torch's thread
-    pool only spins against other processes. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 def count(module: nn.Module) -> int:

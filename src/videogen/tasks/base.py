@@ -111,6 +111,24 @@ class VideoTask(pl.LightningModule):
         )
         return optimizer, scheduler
 
+    def build_optimizers(self, parameter_sets: list[list[nn.Parameter]]) -> tuple[list, list]:
+        """Manual optimisation (GANs): one optimiser per parameter set, and their per-step
+        schedulers in Lightning's form; step them with `step_schedulers`."""
+        optimizers, schedulers = [], []
+        for params in parameter_sets:
+            optimizer, scheduler = self.build_optimizer(params)
+            optimizers.append(optimizer)
+            if scheduler is not None:
+                schedulers.append({"scheduler": scheduler, "interval": "step"})
+        return optimizers, schedulers
+
+    def step_schedulers(self) -> None:
+        """Advance every learning-rate scheduler by one step (manual optimisation)."""
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            if scheduler is not None:
+                scheduler.step()
+
     def configure_optimizers(self) -> Any:
         optimizer, scheduler = self.build_optimizer(
             [p for p in self.parameters() if p.requires_grad]

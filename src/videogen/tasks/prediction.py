@@ -140,15 +140,8 @@ class AutoencoderTask(PixelSpaceTask):
         self.automatic_optimization = False
 
     def configure_optimizers(self) -> Any:
-        optimizers, schedulers = [], []
-        for module in (self.net, self.discriminator):
-            if module is None:
-                continue
-            optimizer, scheduler = self.build_optimizer(list(module.parameters()))
-            optimizers.append(optimizer)
-            if scheduler is not None:
-                schedulers.append({"scheduler": scheduler, "interval": "step"})
-        return optimizers, schedulers
+        modules = [m for m in (self.net, self.discriminator) if m is not None]
+        return self.build_optimizers([list(m.parameters()) for m in modules])
 
     def reconstruct(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(reconstruction, target), both in the decoder's output range."""
@@ -180,10 +173,7 @@ class AutoencoderTask(PixelSpaceTask):
             optimizers[1].step()
             self.log("train/loss_d", loss_d, batch_size=target.shape[0])
 
-        schedulers = self.lr_schedulers()
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
-            if scheduler is not None:
-                scheduler.step()
+        self.step_schedulers()
 
     def evaluation_step(self, batch: dict[str, torch.Tensor], split: str) -> None:
         pixels = self.pixels(batch)

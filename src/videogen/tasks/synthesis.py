@@ -68,12 +68,13 @@ PALETTE = torch.tensor(
 
 
 class SequenceBuffers:
-    """The frames, flows and confidences of one training sequence, in [-1, 1] and pixels."""
+    """A real video in [-1, 1] with its reference flows and confidence, each computed once."""
 
     def __init__(self, real: torch.Tensor, estimator: Any) -> None:
         self.real = real
         self.estimator = estimator
         self.flows: dict[int, torch.Tensor] = {}
+        self.confidence_map: torch.Tensor | None = None
 
     def flow(self, stride: int) -> torch.Tensor:
         """Reference flows (B, T - stride, 2, H, W) from frame t to t + stride of the real video."""
@@ -85,12 +86,12 @@ class SequenceBuffers:
 
     def confidence(self) -> torch.Tensor:
         """(B, T - 1, 1, H, W): 1 where warping real frame t - 1 by the reference flow gives t."""
-        if -1 not in self.flows:
+        if self.confidence_map is None:
             flows = self.flow(1)
             warped = warp(self.real[:, :-1].flatten(0, 1), flows.flatten(0, 1))
             conf = flow_confidence(self.real[:, 1:].flatten(0, 1), warped)
-            self.flows[-1] = conf.view(*flows.shape[:2], 1, *flows.shape[-2:])
-        return self.flows[-1]
+            self.confidence_map = conf.view(*flows.shape[:2], 1, *flows.shape[-2:])
+        return self.confidence_map
 
 
 class SynthesisTask(PixelSpaceTask):
@@ -196,7 +197,8 @@ class SynthesisTask(PixelSpaceTask):
         )
         self.flow_estimator = flow_estimator
         self.flow_weights_path = flow_weights_path
-        self.estimator = build_flow_estimator(flow_estimator, flow_weights_path)
+        self.built_estimator: tuple[tuple[str, str | None], Any] | None = None
+        self.estimator  # noqa: B018  (a bad estimator name fails here, not at the first batch)
         self.frames_per_step = frames_per_step
         self.n_frames_start = n_frames_start
         self.n_frames_total = n_frames_total
@@ -242,18 +244,23 @@ class SynthesisTask(PixelSpaceTask):
         )
 
     def configure_optimizers(self) -> Any:
-        generator_params = list(self.net.parameters())
+        """G (with E), D_I and, for temporal models, D_V: one optimiser each."""
+        generator = list(self.net.parameters())
         if self.feature_encoder is not None:
-            generator_params += list(self.feature_encoder.parameters())
-        optimizers = []
-        for params in (
-            generator_params,
-            list(self.image_discriminator.parameters()),
-            list(self.video_discriminator.parameters()) if self.video_discriminator else None,
-        ):
-            if params is not None:
-                optimizers.append(self.build_optimizer(params)[0])
-        return optimizers
+            generator += list(self.feature_encoder.parameters())
+        parameter_sets = [generator, list(self.image_discriminator.parameters())]
+        if self.video_discriminator is not None:
+            parameter_sets.append(list(self.video_discriminator.parameters()))
+        return self.build_optimizers(parameter_sets)
+
+    @property
+    def estimator(self) -> Any:
+        """The reference flow estimator of `flow_estimator` / `flow_weights_path`, rebuilt when
+        either changes (both may be overridden at evaluation)."""
+        key = (self.flow_estimator, self.flow_weights_path)
+        if self.built_estimator is None or self.built_estimator[0] != key:
+            self.built_estimator = (key, build_flow_estimator(*key))
+        return self.built_estimator[1]
 
     # ----- inputs -----------------------------------------------------------------------------
     def sequence_length(self, frames: int, epoch: int) -> int:
@@ -430,7 +437,7 @@ class SynthesisTask(PixelSpaceTask):
 
         generated: list[torch.Tensor] = []  # detached outputs: the next chunks' history
         batch_size = real.shape[0]
-        totals: dict[str, float] = {}
+        totals: dict[str, torch.Tensor] = {}
         for start in range(0, length, self.frames_per_step):
             end = min(start + self.frames_per_step, length)
             history = min(start, self.net.num_previous_frames)
@@ -479,7 +486,8 @@ class SynthesisTask(PixelSpaceTask):
                 losses["d_video"] = d_video
             losses["loss_g"] = loss_g
             for name, value in losses.items():
-                totals[name] = totals.get(name, 0.0) + float(value.detach())
+                # Summed on the device: a float() per loss and chunk would sync every time.
+                totals[name] = totals.get(name, 0.0) + value.detach()
             generated.extend(fake_new.detach().unbind(1))
 
         chunks = -(-length // self.frames_per_step)
@@ -489,6 +497,7 @@ class SynthesisTask(PixelSpaceTask):
             )
         self.log("train/sequence_length", float(length), batch_size=batch_size)
         self.log("train/skipped_steps", float(self.skipped_steps), batch_size=batch_size)
+        self.step_schedulers()
 
     # ----- styles (multimodal synthesis) -----------------------------------------------------
     def remember_styles(self, clip: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
@@ -530,11 +539,8 @@ class SynthesisTask(PixelSpaceTask):
         batch_size = real.shape[0]
         values = {"psnr": frame_psnr(fake, real), "ssim": frame_ssim(fake, real)}
         if real.shape[1] > 1:
-            flows = reference_flows(real, self.estimator, 1).to(real)
-            real_pm = real * 2 - 1
-            warped = warp(real_pm[:, :-1].flatten(0, 1), flows.flatten(0, 1))
-            confidence = flow_confidence(real_pm[:, 1:].flatten(0, 1), warped)
-            confidence = confidence.view(*flows.shape[:2], 1, *flows.shape[-2:])
+            buffers = SequenceBuffers(real * 2 - 1, self.estimator)
+            flows, confidence = buffers.flow(1), buffers.confidence()
             values["warp_error"] = temporal_warping_error(fake, flows, confidence)
             # The same measure on the real video: the floor a perfect model would reach.
             values["warp_error_real"] = temporal_warping_error(real, flows, confidence)
