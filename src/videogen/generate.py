@@ -16,9 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import numpy as np
-import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import RichProgressBar
 
@@ -27,48 +24,9 @@ from videogen.errors import CheckpointError, ConfigError
 from videogen.evaluate import load_task_and_data, register_checkpoint_config
 from videogen.utils.build import build_trainer
 from videogen.utils.cli import report_user_errors
-from videogen.utils.video_io import write_video
+from videogen.utils.video_io import side_by_side, upscale_factor, write_video
 
 log = logging.getLogger(__name__)
-
-GAP = 2  # white pixels between panels
-BORDER = 2  # red pixels around generated frames
-RED = torch.tensor([1.0, 0.1, 0.1]).view(3, 1, 1)
-INPUT_PANELS = ("truth", "labels")  # panels shown as given, never marked as generated
-
-
-def to_rgb(video: torch.Tensor) -> torch.Tensor:
-    """(T, C, H, W) in [0, 1] with 1 or 3 channels -> (T, 3, H, W)."""
-    return video.expand(-1, 3, -1, -1) if video.shape[1] == 1 else video[:, :3]
-
-
-def mark_generated(video: torch.Tensor, first: int) -> torch.Tensor:
-    """Draw a red border inside frames first.. of a (T, 3, H, W) video."""
-    video = video.clone()
-    red = RED.to(video)
-    for edge in (
-        (slice(None), slice(None, BORDER)),
-        (slice(None), slice(-BORDER, None)),
-        (slice(None, BORDER), slice(None)),
-        (slice(-BORDER, None), slice(None)),
-    ):
-        video[first:, :, edge[0], edge[1]] = red
-    return video
-
-
-def side_by_side(panels: dict[str, torch.Tensor], first_generated: int, scale: int) -> np.ndarray:
-    """One example's panels (each (T, C, H, W) in [0, 1]) -> uint8 frames (T, H, W', 3)."""
-    columns = []
-    for name, video in panels.items():
-        video = to_rgb(video.float().clamp(0, 1))
-        if scale > 1:
-            video = F.interpolate(video, scale_factor=scale, mode="nearest")
-        if name not in INPUT_PANELS:
-            video = mark_generated(video, first_generated)
-        columns.append(video)
-        columns.append(torch.ones_like(video[..., :GAP]))
-    frames = torch.cat(columns[:-1], dim=-1)
-    return (frames.permute(0, 2, 3, 1) * 255).round().byte().cpu().numpy()
 
 
 def generate(cfg: DictConfig) -> list[Path]:
@@ -98,7 +56,7 @@ def generate(cfg: DictConfig) -> list[Path]:
                 break
             one = {name: video[example] for name, video in panels.items()}
             height = next(iter(one.values())).shape[-2]
-            scale = max(1, math.ceil(cfg.min_height / height))
+            scale = upscale_factor(height, cfg.min_height)
             frames = side_by_side(one, first_generated, scale)
             for suffix in formats:
                 written.append(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 from typing import Any
 
 import hydra
@@ -10,6 +12,8 @@ import pytorch_lightning as pl
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from videogen.config import CONFIG_DIR
 from videogen.utils.build import (
@@ -23,6 +27,7 @@ from videogen.utils.build import (
     task_class,
 )
 from videogen.utils.cli import print_metrics, report_user_errors, save_metrics
+from videogen.utils.resume import resolve_ckpt_path
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,18 @@ def best_checkpoint(trainer: pl.Trainer) -> str | None:
     if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
         return callback.best_model_path
     return None
+
+
+def describe_batch(cfg: DictConfig, trainer: pl.Trainer) -> str:
+    """How the global batch is made: data.batch_size is per device (per process)."""
+    per_device = int(cfg.data.batch_size)
+    accumulate = int(trainer.accumulate_grad_batches)
+    devices = trainer.num_devices
+    return (
+        f"Global batch {per_device * trainer.world_size * accumulate}: data.batch_size "
+        f"{per_device} per device x {devices} device(s) x {trainer.num_nodes} node(s)"
+        f" x {accumulate} accumulated"
+    )
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -51,13 +68,29 @@ def train(cfg: DictConfig) -> dict[str, float]:
     task = build_task(cfg)
     task.run_config = run_config_for_checkpoint(cfg)
 
+    if cfg.trainer.get("compile"):
+        # In place: the task and its state-dict keys stay as they are, only forward is compiled.
+        task.net.compile()
+
+    ckpt_path = resolve_ckpt_path(
+        cfg.get("ckpt_path"), cfg.get("resume", "auto"), cfg.paths.output_dir
+    )
     loggers = build_loggers(cfg.get("logger"))
     trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks")), loggers)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    log.info("Output folder: %s", cfg.paths.output_dir)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    rank_zero_only(log.info)("Output folder: %s", cfg.paths.output_dir)
+    rank_zero_only(log.info)(describe_batch(cfg, trainer))
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException:
+        # Stopped by the scheduler; PreemptionCheckpoint has written checkpoints/preempted.ckpt.
+        rank_zero_only(log.warning)(
+            "Stopped by SIGTERM at step %d; `resume=auto` continues from the checkpoint.",
+            trainer.global_step,
+        )
+        sys.exit(128 + signal.SIGTERM)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
     if cfg.get("test_after_fit", True):
@@ -79,7 +112,14 @@ def main(cfg: DictConfig) -> Any:
     """Hydra entry point; returns `optimized_metric` so that sweepers can optimise it."""
     with report_user_errors():
         metrics = train(cfg)
-    return metrics.get(cfg.get("optimized_metric"))
+    name = cfg.get("optimized_metric")
+    if name is not None and name not in metrics:
+        log.warning(
+            "optimized_metric=%s is not among this run's metrics (%s); a sweeper gets None.",
+            name,
+            ", ".join(sorted(metrics)) or "none",
+        )
+    return metrics.get(name)
 
 
 if __name__ == "__main__":

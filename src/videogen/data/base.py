@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data.distributed import DistributedSampler
 
 from videogen.config import require_non_negative_int, require_positive_int
 from videogen.errors import ConfigError, DataError
@@ -91,6 +93,33 @@ def split_clip(
     return context_frames, future_frames
 
 
+def batches_done_in_epoch(trainer: pl.Trainer) -> int:
+    """Batches of the current epoch already trained on: non-zero only in a run restored from a
+    mid-epoch checkpoint (read when the epoch's iteration starts, once the loop is restored)."""
+    epoch_loop = trainer.fit_loop.epoch_loop
+    return epoch_loop.batch_progress.current.completed if epoch_loop.restarting else 0
+
+
+class ResumableSampler(DistributedSampler):
+    """A DistributedSampler that, in a run resumed mid-epoch, starts after the batches done.
+
+    `batches_done` (set by the datamodule) is asked at the start of each pass; the indices of
+    those batches are skipped, so no clip is decoded twice and none is missed.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches_done: Callable[[], int] | None = None
+        self.batch_size = 1
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        done = self.batches_done() if self.batches_done else 0
+        if done:
+            log.info("Resuming the epoch at batch %d.", done)
+        return iter(indices[done * self.batch_size :])
+
+
 class VideoDataModule(pl.LightningDataModule, abc.ABC):
     """Base datamodule: builds loaders from `make_dataset(split)` and normalises video on the device.
 
@@ -158,12 +187,37 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
         for split in splits.get(stage, ("train", "val", "test")):
             self.dataset(split)
 
+    def shuffling_sampler(self, dataset: Dataset) -> ResumableSampler:
+        """The training order: a permutation drawn from (seed, epoch) only, dealt across ranks.
+
+        Rank r takes every world_size-th index of the one permutation, so the clips of one step
+        over all ranks are the same whatever the number of processes (2 processes x batch B see
+        what 1 process x batch 2B sees). Lightning keeps a sampler that is already distributed
+        and sets its epoch. A run resumed mid-epoch starts at the first batch it had not trained
+        on (the restored loop knows how many it had).
+        """
+        trainer = self.trainer
+        sampler = ResumableSampler(
+            dataset,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+            shuffle=True,
+            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # set by seed_everything
+            drop_last=True,
+        )
+        if trainer is not None:
+            sampler.set_epoch(trainer.current_epoch)
+            sampler.batch_size = self.batch_size
+            sampler.batches_done = lambda: batches_done_in_epoch(trainer)
+        return sampler
+
     def loader(self, split: str, shuffle: bool) -> DataLoader:
-        """A DataLoader over `split`; Lightning adds a distributed sampler when needed."""
+        """A DataLoader over `split`; Lightning adds a distributed sampler to unshuffled ones."""
+        dataset = self.dataset(split)
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=self.shuffling_sampler(dataset) if shuffle else None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

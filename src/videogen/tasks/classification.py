@@ -142,6 +142,9 @@ class ClassificationTask(VideoTask):
             on_epoch=True,
             prog_bar=True,
             batch_size=batch_size,
+            # Averaged over ranks for evaluation (the monitored metric must agree on every rank);
+            # the per-step training value stays local, to spare an all-reduce per step.
+            sync_dist=split != "train",
         )
         self.log(
             f"{split}/acc",
@@ -190,3 +193,16 @@ class ClassificationTask(VideoTask):
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self(batch["video"]).softmax(dim=-1)
+
+    @torch.no_grad()
+    def labelled_clips(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's clips in [0, 1] (B, T, C, H, W) and the predicted class of each (B,).
+
+        What the sample-video callback shows; the clips are the model's input, shown as given.
+        """
+        video = batch["video"]
+        predicted = self(video).argmax(dim=-1)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if datamodule is not None and hasattr(datamodule, "denormalize"):
+            return datamodule.denormalize(video), predicted
+        return video.clamp(0, 1), predicted  # normalisation unknown: shown as it is

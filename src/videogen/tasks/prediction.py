@@ -238,6 +238,7 @@ class PredictionTask(PixelSpaceTask):
         gdl_weight: float = 1.0,
         grad_clip_norm: float | None = 1.0,
         lpips_path: str | None = None,
+        feedback_passes: int = 0,
         autoencoder: dict[str, Any] | None = None,
     ) -> None:
         weights = None
@@ -265,6 +266,9 @@ class PredictionTask(PixelSpaceTask):
         self.gdl_weight = gdl_weight
         self.grad_clip_norm = grad_clip_norm
         self.lpips_path = lpips_path
+        if feedback_passes < 0:
+            raise ConfigError(f"model.feedback_passes must be >= 0, got {feedback_passes}.")
+        self.feedback_passes = feedback_passes
         self.lpips: LPIPS | None = None
         self.curves = TimestepCurves()
 
@@ -302,8 +306,8 @@ class PredictionTask(PixelSpaceTask):
         context, future = self.clip_split(pixels.shape[1])
         features = self.encode(pixels)
         if isinstance(self.net, VPTRFAR):
-            # Teacher forcing: every output predicts the frame after its input.
-            predicted = self.net(features[:, :-1])
+            # Every output predicts the frame after its input.
+            predicted = self.far_with_feedback(features, context)
             target = pixels[:, 1:]
         else:
             predicted = self.net(features[:, :context], future)
@@ -315,6 +319,24 @@ class PredictionTask(PixelSpaceTask):
         self.log("train/loss", loss, prog_bar=True, batch_size=pixels.shape[0])
         self.log("train/mse", mse, batch_size=pixels.shape[0])
         return loss
+
+    def far_with_feedback(self, features: torch.Tensor, context: int) -> torch.Tensor:
+        """FAR's training outputs: teacher-forced, then `feedback_passes` times re-run with
+        the future inputs replaced by the previous pass's refined predictions.
+
+        After p passes the first p + 1 future frames see exactly the inputs they see at
+        inference (their own decoded and re-encoded predictions), which closes the gap between
+        teacher-forced training and autoregressive testing. Only the last pass is
+        differentiated: earlier passes just produce inputs.
+        """
+        inputs = features[:, :-1]
+        passes = min(self.feedback_passes, inputs.shape[1] - context)
+        for _ in range(passes):
+            with torch.no_grad():
+                # Output t predicts frame t + 1: frames context.. come from outputs context-1...
+                fed_back = self.refine(self.net(inputs)[:, context - 1 : -1])
+            inputs = torch.cat([features[:, :context], fed_back], dim=1)
+        return self.net(inputs)
 
     def configure_gradient_clipping(
         self,

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+import uuid
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.plugins.environments import SLURMEnvironment
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from videogen.callbacks.data_health import SkippedVideoReport
 from videogen.data.base import VideoDataModule
@@ -66,16 +71,80 @@ def build_callbacks(cfg: DictConfig | None) -> list[pl.Callback]:
     return [instantiate(c) for c in (cfg or {}).values() if c is not None and "_target_" in c]
 
 
+WANDB_ID_FILE = "wandb_run_id.txt"
+
+
+def wandb_run_id(save_dir: str | Path) -> str:
+    """The wandb run id of the run writing to `save_dir`: made once, read back on resume.
+
+    A resumed or requeued run writes to the same folder, so its wandb run continues under the
+    same id instead of starting a new one. Only rank zero creates the file.
+    """
+    path = Path(save_dir) / WANDB_ID_FILE
+    if path.exists():
+        return path.read_text().strip()
+    run_id = uuid.uuid4().hex[:12]
+    if rank_zero_only.rank == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(run_id + "\n")
+    return run_id
+
+
 def build_loggers(cfg: DictConfig | None) -> list[Any]:
-    return [instantiate(c) for c in (cfg or {}).values() if c is not None and "_target_" in c]
+    loggers = []
+    for node in (cfg or {}).values():
+        if node is None or "_target_" not in node:
+            continue
+        options = {}
+        if get_class(node._target_) is WandbLogger and not node.get("id"):
+            options = {"id": wandb_run_id(node.save_dir), "resume": "allow"}
+        loggers.append(instantiate(node, **options))
+    return loggers
+
+
+def class_set(paths: list[str]) -> set[type]:
+    """Classes from their import paths; a path that does not import is one clear error."""
+    classes = set()
+    for path in paths:
+        try:
+            classes.add(get_class(path))
+        except Exception as err:
+            raise ConfigError(
+                f"trainer.strategy lists {path!r}, which is not an importable class."
+            ) from err
+    return classes
+
+
+def strategy_from(node: Any) -> Any:
+    """`trainer.strategy`: a name, or a strategy config whose FSDP policies are class paths."""
+    if not isinstance(node, DictConfig):
+        return node
+    options = {}
+    for key in ("auto_wrap_policy", "activation_checkpointing_policy"):
+        if node.get(key):
+            options[key] = class_set(list(node[key]))
+    return instantiate(node, **options)
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list[Any]) -> pl.Trainer:
+    """The Lightning Trainer of `cfg.trainer` (videogen's own keys, like `compile`, removed)."""
     # The synthetic data is rendered in the main process on purpose; Lightning's advice to add
     # workers is noise there, and real datasets set data.num_workers themselves.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    options = container(cfg.trainer)
+    options.pop("compile", None)
+    options.pop("strategy", None)
+    plugins = []
+    if SLURMEnvironment.detect():
+        # The launcher (submitit) owns requeueing; Lightning's own SLURM requeue would be a
+        # second owner racing it for the same signal.
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     return instantiate(
-        cfg.trainer, callbacks=[*callbacks, SkippedVideoReport()], logger=loggers or False
+        options,
+        strategy=strategy_from(cfg.trainer.get("strategy", "auto")),
+        callbacks=[*callbacks, SkippedVideoReport()],
+        logger=loggers or False,
+        plugins=plugins or None,
     )
 
 

@@ -1,11 +1,60 @@
-"""Writing videos: H.264 / VP9 through PyAV, animated GIF through Pillow."""
+"""Writing videos: H.264 / VP9 through PyAV, animated GIF through Pillow; and the side-by-side
+panel layout that `videogen.generate` and the sample-video callback show examples in."""
 
 from __future__ import annotations
 
+import math
+import tempfile
 from pathlib import Path
 
 import av
 import numpy as np
+import torch
+import torch.nn.functional as F
+
+GAP = 2  # white pixels between panels
+BORDER = 2  # red pixels around generated frames
+RED = torch.tensor([1.0, 0.1, 0.1]).view(3, 1, 1)
+INPUT_PANELS = ("truth", "labels", "clip")  # panels shown as given, never marked as generated
+
+
+def to_rgb(video: torch.Tensor) -> torch.Tensor:
+    """(T, C, H, W) in [0, 1] with 1 or 3 channels -> (T, 3, H, W)."""
+    return video.expand(-1, 3, -1, -1) if video.shape[1] == 1 else video[:, :3]
+
+
+def mark_generated(video: torch.Tensor, first: int) -> torch.Tensor:
+    """Draw a red border inside frames first.. of a (T, 3, H, W) video."""
+    video = video.clone()
+    red = RED.to(video)
+    for edge in (
+        (slice(None), slice(None, BORDER)),
+        (slice(None), slice(-BORDER, None)),
+        (slice(None, BORDER), slice(None)),
+        (slice(-BORDER, None), slice(None)),
+    ):
+        video[first:, :, edge[0], edge[1]] = red
+    return video
+
+
+def upscale_factor(height: int, min_height: int) -> int:
+    """The whole-number factor that enlarges frames of `height` to at least `min_height`."""
+    return max(1, math.ceil(min_height / height))
+
+
+def side_by_side(panels: dict[str, torch.Tensor], first_generated: int, scale: int) -> np.ndarray:
+    """One example's panels (each (T, C, H, W) in [0, 1]) -> uint8 frames (T, H, W', 3)."""
+    columns = []
+    for name, video in panels.items():
+        video = to_rgb(video.float().clamp(0, 1))
+        if scale > 1:
+            video = F.interpolate(video, scale_factor=scale, mode="nearest")
+        if name not in INPUT_PANELS:
+            video = mark_generated(video, first_generated)
+        columns.append(video)
+        columns.append(torch.ones_like(video[..., :GAP]))
+    frames = torch.cat(columns[:-1], dim=-1)
+    return (frames.permute(0, 2, 3, 1) * 255).round().byte().cpu().numpy()
 
 
 def write_video(
@@ -46,3 +95,9 @@ def write_video(
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def encode_video(frames: np.ndarray, fps: int = 4, suffix: str = "gif") -> bytes:
+    """The bytes of uint8 frames (T, H, W, 3) encoded as a `suffix` ("gif", "mp4") file."""
+    with tempfile.TemporaryDirectory() as folder:
+        return write_video(Path(folder) / f"video.{suffix}", frames, fps=fps).read_bytes()
