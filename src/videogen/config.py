@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,24 @@ CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")
 # (`context_frames: ${half_of:${.num_frames}}`), so it follows `data.num_frames` overrides.
 OmegaConf.register_new_resolver("half_of", lambda n: max(1, int(n) // 2), replace=True)
 OmegaConf.register_new_resolver("minus", lambda a, b: int(a) - int(b), replace=True)
+
+
+def process_rank() -> int:
+    """This process's global rank, from the variables that SLURM, torchrun or Lightning set."""
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+# Only rank zero writes the run's log file and its .hydra config copy; other ranks of a
+# multi-process run would otherwise write the same files (or one each) in the same folder.
+OmegaConf.register_new_resolver(
+    "rank_zero_path", lambda path: path if process_rank() == 0 else os.devnull, replace=True
+)
+OmegaConf.register_new_resolver(
+    "rank_zero_value", lambda value: value if process_rank() == 0 else None, replace=True
+)
 
 # conf/hydra/launcher/submitit_{slurm,local}.yaml take the names of the submitit plugin's own
 # configs on purpose (`hydra/launcher=submitit_slurm` picks ours); Hydra then validates them

@@ -21,11 +21,31 @@ def task_id(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+# The file Lightning's FSDP strategy writes next to the shards of a sharded checkpoint folder.
+SHARDED_METADATA = "meta.pt"
+
+
+def consolidated(path: Path) -> Path:
+    """A sharded (FSDP, `state_dict_type: sharded`) checkpoint folder as one ordinary checkpoint
+    file beside it, `<folder>.consolidated.ckpt`, written on first use (and when the folder is
+    newer). Other paths are returned as they are."""
+    if not (path.is_dir() and (path / SHARDED_METADATA).is_file()):
+        return path
+    from lightning_fabric.utilities.load import _load_distributed_checkpoint
+    from pytorch_lightning.utilities.consolidate_checkpoint import _format_checkpoint
+
+    target = path.with_name(path.name + ".consolidated.ckpt")
+    if not target.exists() or target.stat().st_mtime < path.stat().st_mtime:
+        torch.save(_format_checkpoint(_load_distributed_checkpoint(path)), target)
+    return target
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a Lightning checkpoint on the CPU, or raise a one-sentence CheckpointError naming `path`."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist: give the path of a .ckpt file.")
+    path = consolidated(path)
     if path.is_dir():
         raise CheckpointError(
             f"checkpoint {path} is a folder: give the path of a .ckpt file inside it."
@@ -159,4 +179,4 @@ class VideoTask(pl.LightningModule):
                 f"not {cls.__name__}; load it with that task or evaluate it with videogen.evaluate."
             )
         kwargs.setdefault("map_location", "cpu")
-        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        return super().load_from_checkpoint(consolidated(Path(checkpoint_path)), *args, **kwargs)
