@@ -7,9 +7,13 @@ import signal
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from tests.conftest import REPO_ROOT, TINY_DATA, assert_ok, run_cli
+from tests.faults import SignalAtStep
+from videogen.callbacks.fault_tolerance import PreemptionCheckpoint
 from videogen.errors import ConfigError
 from videogen.utils.resume import latest_checkpoint, resolve_ckpt_path
 
@@ -112,3 +116,52 @@ def test_ckpt_path_last_without_a_checkpoint_names_the_folder_and_the_newest_run
     assert str(earlier) in str(error.value) and "hydra.run.dir" in str(error.value)
     with pytest.raises(ConfigError, match="resume must be one of"):
         resolve_ckpt_path(None, "sometimes", fresh)
+
+
+class TinyRegression(pl.LightningModule):
+    """One linear layer on random data: a Lightning run that takes milliseconds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.layer(batch[0]).pow(2).mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(torch.randn(32, 4)), batch_size=4)
+
+
+def test_the_requeue_signal_is_handed_to_the_launcher_after_the_checkpoint(
+    tmp_path: Path,
+) -> None:
+    calls: list[tuple[int, bool]] = []
+    checkpoint = tmp_path / "checkpoints" / "preempted.ckpt"
+
+    def launcher_handler(signum: int, frame: object) -> None:  # what submitit installs
+        calls.append((signum, checkpoint.exists()))
+
+    before = signal.signal(signal.SIGUSR2, launcher_handler)
+    try:
+        trainer = pl.Trainer(
+            max_epochs=1,
+            callbacks=[
+                PreemptionCheckpoint(str(tmp_path / "checkpoints")),
+                SignalAtStep(3, "SIGUSR2"),
+            ],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(TinyRegression())
+        # The signal waited for the step to end, the checkpoint was written, then the launcher's
+        # handler ran exactly once; afterwards the launcher's handler is in place again.
+        assert calls == [(signal.SIGUSR2, True)]
+        assert step_of(checkpoint) == 4
+        assert signal.getsignal(signal.SIGUSR2) is launcher_handler
+    finally:
+        signal.signal(signal.SIGUSR2, before)
