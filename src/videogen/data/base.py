@@ -103,14 +103,20 @@ def batches_done_in_epoch(trainer: pl.Trainer) -> int:
 class ResumableSampler(DistributedSampler):
     """A DistributedSampler that, in a run resumed mid-epoch, starts after the batches done.
 
-    `batches_done` (set by the datamodule) is asked at the start of each pass; the indices of
+    `batches_done` (given by the datamodule) is asked at the start of each pass; the indices of
     those batches are skipped, so no clip is decoded twice and none is missed.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.batches_done: Callable[[], int] | None = None
-        self.batch_size = 1
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        batches_done: Callable[[], int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(dataset, **kwargs)
+        self.batch_size = batch_size
+        self.batches_done = batches_done
 
     def __iter__(self) -> Iterator[int]:
         indices = list(super().__iter__())
@@ -199,6 +205,8 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
         trainer = self.trainer
         sampler = ResumableSampler(
             dataset,
+            batch_size=self.batch_size,
+            batches_done=(lambda: batches_done_in_epoch(trainer)) if trainer else None,
             num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0,
             shuffle=True,
@@ -207,8 +215,6 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
         )
         if trainer is not None:
             sampler.set_epoch(trainer.current_epoch)
-            sampler.batch_size = self.batch_size
-            sampler.batches_done = lambda: batches_done_in_epoch(trainer)
         return sampler
 
     def loader(self, split: str, shuffle: bool) -> DataLoader:

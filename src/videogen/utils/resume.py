@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
+
 from videogen.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -12,17 +14,15 @@ log = logging.getLogger(__name__)
 RESUME_MODES = ("auto", "never")
 
 
-def checkpoint_step(path: Path) -> int:
-    """The global step stored in a checkpoint file (-1 if unreadable; sharded folders: -1)."""
-    import torch
-
+def checkpoint_step(path: Path) -> int | None:
+    """The global step stored in a checkpoint (-1 for a sharded folder), None if unreadable."""
     if path.is_dir():
         return -1
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
         return int(checkpoint.get("global_step", -1))
     except Exception:  # a half-written file from a killed run is not a resume point
-        return -2
+        return None
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -32,10 +32,11 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     `preempted.ckpt` (on a stop signal) and `best.ckpt`; files that cannot be read are skipped.
     """
     folder = Path(run_dir) / "checkpoints"
-    if not folder.is_dir():
-        return None
-    ranked = [(checkpoint_step(path), path.stat().st_mtime, path) for path in folder.glob("*.ckpt")]
-    ranked = [entry for entry in ranked if entry[0] != -2]
+    ranked = [
+        (step, path.stat().st_mtime, path)
+        for path in (folder.glob("*.ckpt") if folder.is_dir() else [])
+        if (step := checkpoint_step(path)) is not None
+    ]
     return max(ranked, key=lambda entry: entry[:2])[2] if ranked else None
 
 
