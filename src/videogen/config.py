@@ -21,6 +21,28 @@ OmegaConf.register_new_resolver("half_of", lambda n: max(1, int(n) // 2), replac
 OmegaConf.register_new_resolver("minus", lambda a, b: int(a) - int(b), replace=True)
 
 
+def default_precision(accelerator: Any) -> str:
+    """`trainer.precision` unless set: bf16 autocast ("bf16-mixed") on a GPU, "32-true" otherwise.
+
+    `gpu` / `cuda` always get bf16-mixed; `auto` gets it when CUDA is available and the GPU
+    supports bf16 (Ampere or newer); `cpu` and anything else get 32-true.
+    """
+    accelerator = str(accelerator).lower()
+    if accelerator in ("gpu", "cuda"):
+        return "bf16-mixed"
+    if accelerator == "auto":
+        import torch  # here, so that reading configs alone does not import torch
+
+        # Native bf16 only: older GPUs emulate it, slower than float32.
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False):
+            return "bf16-mixed"
+    return "32-true"
+
+
+# conf/trainer/default.yaml: `precision: ${default_precision:${.accelerator}}`.
+OmegaConf.register_new_resolver("default_precision", default_precision, replace=True)
+
+
 def process_rank() -> int:
     """This process's global rank, from the variables that SLURM, torchrun or Lightning set."""
     for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):

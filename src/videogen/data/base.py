@@ -93,6 +93,17 @@ def split_clip(
     return context_frames, future_frames
 
 
+def use_pin_memory(option: bool | None, device: torch.device | None = None) -> bool:
+    """Whether loaders pin their batches in page-locked memory (faster, asynchronous copies to
+    the GPU): `option` if given; if None, when `device` (the run's) is a CUDA device, or, with
+    no device known, when CUDA is available."""
+    if option is not None:
+        return bool(option)
+    if device is not None:
+        return torch.device(device).type == "cuda"
+    return torch.cuda.is_available()
+
+
 def batches_done_in_epoch(trainer: pl.Trainer) -> int:
     """Batches of the current epoch already trained on: non-zero only in a run restored from a
     mid-epoch checkpoint (read when the epoch's iteration starts, once the loop is restored)."""
@@ -143,7 +154,7 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
         num_classes: int = 0,
         batch_size: int = 8,
         num_workers: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
         context_frames: int | None = None,
@@ -157,7 +168,7 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
         self.num_classes = require_non_negative_int("data.num_classes", num_classes)
         self.batch_size = require_positive_int("data.batch_size", batch_size)
         self.num_workers = require_non_negative_int("data.num_workers", num_workers)
-        self.pin_memory = pin_memory
+        self.pin_memory = pin_memory  # None: decided per run by `use_pin_memory`
         for key, stats in (("data.mean", mean), ("data.std", std)):
             if len(stats) != channels:
                 raise ConfigError(
@@ -220,12 +231,13 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
     def loader(self, split: str, shuffle: bool) -> DataLoader:
         """A DataLoader over `split`; Lightning adds a distributed sampler to unshuffled ones."""
         dataset = self.dataset(split)
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             sampler=self.shuffling_sampler(dataset) if shuffle else None,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            pin_memory=use_pin_memory(self.pin_memory, device),
             persistent_workers=self.num_workers > 0,
             drop_last=shuffle,
             collate_fn=self.collate_fn(),

@@ -7,14 +7,74 @@ goes through `F.scaled_dot_product_attention` (flash / memory-efficient kernels 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from timm.layers import DropPath
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 # (number of frames or temporal tokens, number of spatial tokens per frame)
 Grid = tuple[int, int]
+
+
+def batchnorms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of `module` that keep running statistics."""
+    return [
+        m
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+
+
+@contextmanager
+def kept_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
+    """Undo, on exit, any change to the running statistics of `module`'s BatchNorm layers."""
+    buffers = [
+        buffer
+        for norm in batchnorms(module)
+        for buffer in (norm.running_mean, norm.running_var, norm.num_batches_tracked)
+    ]
+    saved = [buffer.clone() for buffer in buffers]
+    try:
+        yield
+    finally:
+        for buffer, value in zip(buffers, saved, strict=True):
+            buffer.copy_(value)
+
+
+def recompute_options(block: nn.Module) -> dict[str, Any]:
+    """`checkpoint` options for `block`: its BatchNorm running statistics are put back after the
+    backward pass's recompute, so that they are updated once per step, as without checkpointing.
+
+    Compiled, the recompute is part of a functional backward graph that updates no statistics
+    (and dynamo cannot trace a `context_fn`), so nothing is needed.
+    """
+    if not batchnorms(block) or torch.compiler.is_compiling():
+        return {}
+    return {"context_fn": lambda: (nullcontext(), kept_batchnorm_statistics(block))}
+
+
+def run_blocks(
+    blocks: Iterable[nn.Module], x: torch.Tensor, *args: Any, checkpointing: bool = False
+) -> torch.Tensor:
+    """`x = block(x, *args)` for each block in turn.
+
+    With `checkpointing` (and gradients enabled), each block's activations are not kept for the
+    backward pass but recomputed there: less memory for about one more forward pass. Gradients
+    are those of the plain run, dropout included (its random state is replayed), and so are
+    BatchNorm running statistics.
+    """
+    for block in blocks:
+        if checkpointing and torch.is_grad_enabled():
+            x = checkpoint(block, x, *args, use_reentrant=False, **recompute_options(block))
+        else:
+            x = block(x, *args)
+    return x
 
 
 class Attention(nn.Module):

@@ -85,7 +85,11 @@ def adapt_vit_state_dict(
 
 
 class FrameViT(nn.Module):
-    """Classify a clip (B, T, C, H, W) by running a ViT on every frame and averaging the logits."""
+    """Classify a clip (B, T, C, H, W) by running a ViT on every frame and averaging the logits.
+
+    `grad_checkpointing` turns on timm's activation checkpointing of the ViT's blocks: their
+    activations are recomputed in the backward pass instead of kept (less memory, same gradients).
+    """
 
     def __init__(
         self,
@@ -100,6 +104,7 @@ class FrameViT(nn.Module):
         mlp_ratio: float | None = None,
         drop_path_rate: float = 0.0,
         pretrained_path: str | None = None,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.vit = build_vit(
@@ -114,6 +119,7 @@ class FrameViT(nn.Module):
             mlp_ratio,
             drop_path_rate,
         )
+        self.vit.set_grad_checkpointing(grad_checkpointing)
         if pretrained_path:
             self.load_pretrained(pretrained_path)
 

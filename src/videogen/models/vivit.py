@@ -22,13 +22,13 @@ from collections.abc import Sequence
 import torch
 from einops import rearrange
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from videogen.models.layers import (
     Block,
     FactorisedDotProductAttention,
     FactorisedSelfAttentionBlock,
     Grid,
+    run_blocks,
 )
 
 VARIANTS = (
@@ -169,12 +169,8 @@ class ViViT(nn.Module):
     def run_blocks(
         self, blocks: nn.ModuleList, x: torch.Tensor, grid: Grid | None = None
     ) -> torch.Tensor:
-        for block in blocks:
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, grid, use_reentrant=False)
-            else:
-                x = block(x, grid)
-        return x
+        """Apply `blocks` in turn, activation-checkpointed in training if `grad_checkpointing`."""
+        return run_blocks(blocks, x, grid, checkpointing=self.grad_checkpointing and self.training)
 
     def check_input(self, video: torch.Tensor) -> None:
         t, h, w = self.patch_embed.tubelet_size

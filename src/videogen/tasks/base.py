@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -72,6 +74,45 @@ def checkpoint_task(checkpoint: dict[str, Any], path: str | Path) -> str:
     return meta["task"]
 
 
+# Optimisers with a fused CUDA implementation (one kernel for all parameters) that the
+# configs use; `fused=True` is numerically the same update, with far fewer kernel launches.
+FUSED_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (torch.optim.Adam, torch.optim.AdamW)
+
+
+def use_fused_optimizer(
+    optimizer_cls: Any, config: Mapping[str, Any] | None, device: torch.device
+) -> bool:
+    """Whether to build `optimizer_cls` with `fused=True`: Adam or AdamW over parameters on CUDA,
+    unless the optimiser config chose an implementation itself (`fused` or `foreach` set)."""
+    config = config or {}
+    chosen = config.get("fused") is not None or config.get("foreach") is not None
+    return (
+        isinstance(optimizer_cls, type)
+        and issubclass(optimizer_cls, FUSED_OPTIMIZERS)
+        and torch.device(device).type == "cuda"
+        and not chosen
+    )
+
+
+def use_channels_last(option: bool | None, device: torch.device) -> bool:
+    """Whether to keep conv weights in `torch.channels_last`: `option`, or (None) on CUDA."""
+    return torch.device(device).type == "cuda" if option is None else bool(option)
+
+
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """Store `module`'s 4D parameters (2D conv weights) in `torch.channels_last`, in place.
+
+    A 2D convolution computes in the memory format of its weight, so its outputs follow (NHWC,
+    what tensor cores want) with the same values. Other parameters and all buffers are left as
+    they are: `module.to(memory_format=torch.channels_last)` would refuse a Conv3d's 5D weight.
+    The parameters stay the same objects, so optimisers and state-dict keys are unaffected.
+    """
+    for param in module.parameters():
+        if param.dim() == 4:
+            param.data = param.data.contiguous(memory_format=torch.channels_last)
+    return module
+
+
 class VideoTask(pl.LightningModule):
     """Base LightningModule: builds its network and optimiser from configs and stamps checkpoints.
 
@@ -82,6 +123,9 @@ class VideoTask(pl.LightningModule):
     requires: ClassVar[frozenset[str]] = frozenset({"video"})
     # Hyper-parameters that evaluate / generate may change on a trained task (model.<name>=...).
     runtime_options: ClassVar[tuple[str, ...]] = ()
+    # Convolutional tasks set this from their `channels_last` option: True / False, or None for
+    # "on when running on CUDA". `setup` converts the task's conv weights accordingly.
+    channels_last: bool | None = False
 
     def __init__(
         self,
@@ -117,7 +161,15 @@ class VideoTask(pl.LightningModule):
             raise ValueError(
                 "no optimizer config given: set optimizer=adamw (or another) to train."
             )
-        optimizer = instantiate(self.optimizer_config)(params)
+        factory = instantiate(self.optimizer_config)
+        optimizer_cls = factory.func if isinstance(factory, functools.partial) else factory
+        device = params[0].device if params else torch.device("cpu")
+        options = (
+            {"fused": True}
+            if use_fused_optimizer(optimizer_cls, self.optimizer_config, device)
+            else {}
+        )
+        optimizer = factory(params, **options)
         if not self.scheduler_config:
             return optimizer, None
         total = int(self.trainer.estimated_stepping_batches)
@@ -130,6 +182,13 @@ class VideoTask(pl.LightningModule):
             optimizer, total_steps=total, steps_per_epoch=total / epochs
         )
         return optimizer, scheduler
+
+    def setup(self, stage: str) -> None:
+        """Before the trainer moves the task to its device (moves keep the memory format) and
+        builds the optimisers: conv weights to channels_last if `channels_last` says so."""
+        device = self._trainer.strategy.root_device if self._trainer is not None else self.device
+        if use_channels_last(self.channels_last, device):
+            to_channels_last(self)
 
     def build_optimizers(self, parameter_sets: list[list[nn.Parameter]]) -> tuple[list, list]:
         """Manual optimisation (GANs): one optimiser per parameter set, and their per-step

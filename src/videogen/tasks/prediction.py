@@ -114,8 +114,11 @@ class AutoencoderTask(PixelSpaceTask):
     """Stage 1: train the frame autoencoder (MSE + GDL + `gan_weight` x PatchGAN).
 
     Manual optimisation: each step updates the autoencoder, then the discriminator on the same
-    frames. `gan_weight=0` trains without a discriminator.
+    frames. `gan_weight=0` trains without a discriminator. `channels_last` (None: on when
+    running on CUDA) stores the conv weights channels-last.
     """
+
+    runtime_options: ClassVar[tuple[str, ...]] = ("channels_last",)
 
     def __init__(
         self,
@@ -125,9 +128,11 @@ class AutoencoderTask(PixelSpaceTask):
         scheduler: dict[str, Any] | None = None,
         gdl_weight: float = 1.0,
         gan_weight: float = 0.01,
+        channels_last: bool | None = None,
     ) -> None:
         super().__init__(net, optimizer, scheduler)
         self.save_hyperparameters(logger=False)
+        self.channels_last = channels_last
         if not isinstance(self.net, VPTRAutoencoder):
             raise ConfigError(
                 f"model.net of vptr_ae must be a VPTRAutoencoder, got {type(self.net).__name__}."
@@ -224,10 +229,12 @@ class PredictionTask(PixelSpaceTask):
 
     The autoencoder's config is kept in the hyper-parameters and its weights in the state dict,
     so a stage-2 checkpoint loads without the stage-1 file. The transformer's feature size and
-    dimension are taken from the autoencoder, so the two cannot disagree.
+    dimension are taken from the autoencoder, so the two cannot disagree. `channels_last`
+    (None: on when running on CUDA) stores the conv weights (autoencoder, conv FFNs)
+    channels-last.
     """
 
-    runtime_options: ClassVar[tuple[str, ...]] = ("lpips_path",)
+    runtime_options: ClassVar[tuple[str, ...]] = ("lpips_path", "channels_last")
 
     def __init__(
         self,
@@ -239,6 +246,7 @@ class PredictionTask(PixelSpaceTask):
         grad_clip_norm: float | None = 1.0,
         lpips_path: str | None = None,
         feedback_passes: int = 0,
+        channels_last: bool | None = None,
         autoencoder: dict[str, Any] | None = None,
     ) -> None:
         weights = None
@@ -269,6 +277,7 @@ class PredictionTask(PixelSpaceTask):
         if feedback_passes < 0:
             raise ConfigError(f"model.feedback_passes must be >= 0, got {feedback_passes}.")
         self.feedback_passes = feedback_passes
+        self.channels_last = channels_last
         self.lpips: LPIPS | None = None
         self.curves = TimestepCurves()
 

@@ -99,7 +99,8 @@ class SynthesisTask(PixelSpaceTask):
 
     `net` is the SequentialGenerator (its `num_previous_frames=0` is the per-frame image-to-
     image baseline, trained without D_V). The discriminators are built here because their input
-    widths follow from the generator's classes and the data's channels.
+    widths follow from the generator's classes and the data's channels. `channels_last` (None:
+    on when running on CUDA) stores every conv weight channels-last.
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"video", "segmentation"})
@@ -110,6 +111,7 @@ class SynthesisTask(PixelSpaceTask):
         "fvd_network_path",
         "flow_estimator",
         "flow_weights_path",
+        "channels_last",
     )
 
     def __init__(
@@ -139,9 +141,11 @@ class SynthesisTask(PixelSpaceTask):
         sample_style: bool = False,
         fid_network_path: str | None = None,
         fvd_network_path: str | None = None,
+        channels_last: bool | None = None,
     ) -> None:
         super().__init__(net, optimizer, scheduler)
         self.save_hyperparameters(logger=False)
+        self.channels_last = channels_last
         if not isinstance(self.net, SequentialGenerator):
             raise ConfigError(
                 f"model.net of vid2vid must be a SequentialGenerator, got {type(self.net).__name__}."

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from videogen.models.layers import run_blocks
 from videogen.models.vptr.vidhrformer import (
     VidHRFormerBlock,
     init_transformer_weights,
@@ -28,6 +29,8 @@ class VPTRFAR(nn.Module):
 
     `trained_frames` is the clip length it is trained on (context + future); at inference the
     input window never exceeds the trained input length, `trained_frames - 1`.
+    `grad_checkpointing` recomputes each block's activations in the backward pass instead of
+    keeping them (training only): less memory, the same gradients.
     """
 
     def __init__(
@@ -42,11 +45,13 @@ class VPTRFAR(nn.Module):
         drop_path: float = 0.1,
         relative_position: bool = False,
         trained_frames: int = 20,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         feature_size = (int(feature_size[0]), int(feature_size[1]))
         self.feature_dim = feature_dim
         self.max_input_frames = max(1, trained_frames - 1)
+        self.grad_checkpointing = grad_checkpointing
         self.blocks = nn.ModuleList(
             VidHRFormerBlock(
                 feature_dim,
@@ -68,8 +73,9 @@ class VPTRFAR(nn.Module):
         """Output t is the predicted features of frame t + 1, computed from inputs 0..t only."""
         x = features.permute(0, 1, 3, 4, 2)
         position = sine_position_1d(x.shape[1], self.feature_dim).to(x)
-        for block in self.blocks:
-            x = block(x, position)
+        x = run_blocks(
+            self.blocks, x, position, checkpointing=self.grad_checkpointing and self.training
+        )
         # Encoder features are post-ReLU, so predictions are kept in the same range.
         return F.relu(self.norm(x)).permute(0, 1, 4, 2, 3)
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from videogen.models.layers import run_blocks
 from videogen.models.vptr.far import Refine
 from videogen.models.vptr.vidhrformer import (
     VidHRFormerBlock,
@@ -23,7 +24,11 @@ from videogen.models.vptr.vidhrformer import (
 
 
 class VPTRNAR(nn.Module):
-    """Non-autoregressive transformer: context features (B, Tp, D, h, w) -> (B, Tf, D, h, w)."""
+    """Non-autoregressive transformer: context features (B, Tp, D, h, w) -> (B, Tf, D, h, w).
+
+    `grad_checkpointing` recomputes each block's activations in the backward pass instead of
+    keeping them (training only): less memory, the same gradients and BatchNorm statistics.
+    """
 
     def __init__(
         self,
@@ -39,12 +44,14 @@ class VPTRNAR(nn.Module):
         relative_position: bool = False,
         context_frames: int = 10,
         future_frames: int = 10,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         height, width = int(feature_size[0]), int(feature_size[1])
         self.feature_dim = feature_dim
         self.context_frames = context_frames
         self.future_frames = future_frames
+        self.grad_checkpointing = grad_checkpointing
         options = dict(
             dim=feature_dim,
             num_heads=num_heads,
@@ -76,16 +83,23 @@ class VPTRNAR(nn.Module):
         past = context.shape[1]
         past_position = sine_position_1d(past, self.feature_dim).to(memory)
         future_position = sine_position_1d(horizon, self.feature_dim, offset=past).to(memory)
-        for block in self.encoder:
-            memory = block(memory, past_position)
+        checkpointing = self.grad_checkpointing and self.training
+        memory = run_blocks(self.encoder, memory, past_position, checkpointing=checkpointing)
         memory = self.encoder_norm(memory)
 
         queries = self.queries[:horizon].to(memory)
         target = torch.zeros(
             memory.shape[0], *queries.shape, dtype=memory.dtype, device=memory.device
         )
-        for block in self.decoder:
-            target = block(target, queries, memory, future_position, past_position)
+        target = run_blocks(
+            self.decoder,
+            target,
+            queries,
+            memory,
+            future_position,
+            past_position,
+            checkpointing=checkpointing,
+        )
         return F.relu(self.decoder_norm(target)).permute(0, 1, 4, 2, 3)
 
     @torch.no_grad()
