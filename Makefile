@@ -8,7 +8,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train evaluate test test-fast lint format clean
+.PHONY: help install train evaluate test test-fast bench lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,10 @@ test: $(STAMP) ## run the whole test suite (GPU tests skip without CUDA)
 
 test-fast: $(STAMP) ## run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: $(STAMP) ## run every benchmark and write benchmarks/RESULTS.md (ARGS='--quick', '--only training')
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m benchmarks $(ARGS)
 
 lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check src tests benchmarks

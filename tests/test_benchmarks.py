@@ -1,0 +1,73 @@
+"""The measuring tools the benchmarks rest on count and report what they claim to.
+
+No timing is asserted here (speed is the benchmarks' job); these check FLOP counting, the
+child-process protocol, the reference models' shapes and the profile-table reader.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from benchmarks import common, training_step
+from benchmarks.profiles import top_ops
+from torch import nn
+
+
+def test_flop_count_of_a_linear_layer_is_two_per_multiply_add() -> None:
+    layer = nn.Linear(64, 32, bias=False)
+    x = torch.randn(8, 64)
+    assert common.count_flops(lambda: layer(x)) == 2 * 8 * 64 * 32
+
+
+def test_flop_count_includes_the_backward_pass() -> None:
+    layer = nn.Linear(64, 32, bias=False)
+    x = torch.randn(8, 64, requires_grad=True)
+    forward = common.count_flops(lambda: layer(x))
+    step = common.count_flops(lambda: layer(x).sum().backward())
+    assert step == 3 * forward  # grad wrt the input and wrt the weight: two more matmuls
+
+
+def test_child_result_comes_back_and_a_failing_child_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The child prints what `print_result` prints, without importing torch (fast).
+    (tmp_path / "bench_child.py").write_text(
+        "import sys\n"
+        "if sys.argv[1] == 'ok':\n"
+        f"    print('noise'); print({common.RESULT_PREFIX!r} + '{{\"x\": 1.5}}')\n"
+        "else:\n    raise SystemExit('bad dims given')\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{repo}")
+    assert common.run_child("bench_child", ["ok"]) == {"x": 1.5}
+    with pytest.raises(RuntimeError, match="bad dims given"):
+        common.run_child("bench_child", ["fail"])
+
+
+@pytest.mark.parametrize("case", ["vivit_m1", "vivit_fdp"])
+def test_timm_reference_has_the_same_width_depth_and_tokens_as_ours(case: str) -> None:
+    dims = dict(training_step.CPU_DIMS, batch=1, frames=4, image=32, depth=2)
+    ours = training_step.vivit_case(case, "videogen", dims, torch.device("cpu"))
+    reference = training_step.vivit_case(case, "timm", dims, torch.device("cpu"))
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    # Same layers and sizes; Model 4 has no CLS token, so one vector and one position fewer.
+    assert abs(count(ours.model) - count(reference.model)) <= 2 * dims["dim"]
+    assert reference.model(*reference.inputs).shape == ours.model(*ours.inputs).shape
+
+
+def test_profile_reader_returns_the_leading_operators(tmp_path: Path) -> None:
+    table = torch.profiler.profile()
+    layer = nn.Linear(256, 256)
+    with table:
+        layer(torch.randn(512, 256)).relu().sum().backward()
+    path = tmp_path / "step.txt"
+    path.write_text(
+        "# header line\n" + table.key_averages().table(sort_by="self_cpu_time_total", row_limit=5)
+    )
+    ops = top_ops(path, count=2)
+    assert len(ops) == 2
+    assert all(name.startswith(("aten::", "autograd::")) for name, _ in ops)
+    assert all(share.endswith("%") for _, share in ops)
