@@ -30,6 +30,15 @@ def test_flop_count_includes_the_backward_pass() -> None:
     assert step == 3 * forward  # grad wrt the input and wrt the weight: two more matmuls
 
 
+def test_grouped_convolution_backward_costs_twice_its_forward() -> None:
+    # torch's own formula ignores the groups in the weight gradient (64x too much here).
+    conv = nn.Conv2d(64, 64, 3, padding=1, groups=64)
+    x = torch.randn(2, 64, 16, 16, requires_grad=True)
+    forward = common.count_flops(lambda: conv(x))
+    assert forward == 2 * 2 * 64 * 9 * 16 * 16
+    assert common.count_flops(lambda: conv(x).sum().backward()) == 3 * forward
+
+
 def test_child_result_comes_back_and_a_failing_child_says_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from videogen.models.layers import FactorisedDotProductAttention
+from videogen.models.layers import Block, FactorisedDotProductAttention
 from videogen.models.vit import FrameViT, build_vit
 from videogen.models.vivit import VARIANTS, ViViT
 from videogen.models.vivit_init import init_from_vit
@@ -165,6 +165,39 @@ def test_activation_checkpointing_gives_the_same_gradients(variant: str) -> None
         plain.named_parameters(), checkpointed.named_parameters(), strict=True
     ):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("variant", ["spatio_temporal", "factorised_encoder"])
+def test_cls_only_last_block_gives_the_full_blocks_outputs_and_gradients(
+    variant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(0)
+    model = ViViT(
+        5,
+        4,
+        32,
+        variant=variant,
+        tubelet_size=(2, 8, 8),
+        temporal_depth=2,
+        drop_path_rate=0.1,
+        **SMALL,
+    ).train()
+    video = torch.randn(2, 4, 3, 32, 32)
+
+    def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        torch.manual_seed(1)  # the same stochastic-depth draws in both runs
+        model.zero_grad()
+        out = model(video)
+        out.square().sum().backward()
+        return out.detach(), [p.grad.clone() for p in model.parameters()]
+
+    fast, fast_grads = run()
+    # The reference: every token through the whole last block, then the CLS row taken.
+    monkeypatch.setattr(Block, "forward_first_token", lambda self, x: self.forward(x)[:, :1])
+    full, full_grads = run()
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-6)
+    for (name, _), a, b in zip(model.named_parameters(), fast_grads, full_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_wrong_clip_shape_is_a_clear_error() -> None:

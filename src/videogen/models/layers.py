@@ -112,6 +112,18 @@ class Attention(nn.Module):
         out = rearrange(self.attend(q, k, v), "b h n d -> b n (h d)")
         return self.proj_drop(self.proj(out))
 
+    def forward_query(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The outputs (B, M, D) of the `query` tokens only, attending over all of `context`
+        (B, N, D), with the same weights: the queries of the other tokens are not computed."""
+        dim = self.proj.in_features
+        weight, bias = self.qkv.weight, self.qkv.bias
+        q = F.linear(query, weight[:dim], None if bias is None else bias[:dim])
+        kv = F.linear(context, weight[dim:], None if bias is None else bias[dim:])
+        q = rearrange(q, "b m (h d) -> b h m d", h=self.num_heads)
+        k, v = rearrange(kv, "b n (two h d) -> two b h n d", two=2, h=self.num_heads)
+        out = rearrange(self.attend(q, k, v), "b h m d -> b m (h d)")
+        return self.proj_drop(self.proj(out))
+
 
 class FactorisedDotProductAttention(Attention):
     """ViViT Model 4: half of the heads attend within each frame, the other half across time.
@@ -194,6 +206,14 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, grid: Grid | None = None) -> torch.Tensor:
         x = x + self.drop_path1(self.attn(self.norm1(x), grid))
         return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+    def forward_first_token(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward(x)[:, :1]`, computing nothing else: the last block of an encoder read out
+        at its CLS token needs keys and values of every token but the rest only for the CLS.
+        Only for full self-attention (`Attention`), where tokens do not see a grid."""
+        normed = self.norm1(x)
+        first = x[:, :1] + self.drop_path1(self.attn.forward_query(normed[:, :1], normed))
+        return first + self.drop_path2(self.mlp(self.norm2(first)))
 
 
 class FactorisedSelfAttentionBlock(Block):

@@ -172,6 +172,17 @@ class ViViT(nn.Module):
         """Apply `blocks` in turn, activation-checkpointed in training if `grad_checkpointing`."""
         return run_blocks(blocks, x, grid, checkpointing=self.grad_checkpointing and self.training)
 
+    def cls_output(
+        self, blocks: nn.ModuleList, x: torch.Tensor, grid: Grid | None = None
+    ) -> torch.Tensor:
+        """Apply `blocks` to tokens whose first is a CLS token and return the CLS output (B, D).
+
+        The last block computes the CLS token's output only (the others would be thrown
+        away): about 1/depth of the encoder's work saved, with the same result and gradients.
+        """
+        x = self.run_blocks(blocks[:-1], x, grid)
+        return blocks[-1].forward_first_token(x)[:, 0]
+
     def check_input(self, video: torch.Tensor) -> None:
         t, h, w = self.patch_embed.tubelet_size
         expected = (self.grid[0] * t, self.grid_size[0] * h, self.grid_size[1] * w)
@@ -192,24 +203,26 @@ class ViViT(nn.Module):
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(batch, -1, -1), x], dim=1)
         x = self.pos_drop(x + self.pos_embed)
-        x = self.norm(self.run_blocks(self.blocks, x, (frames, tokens)))
-        return x[:, 0] if self.cls_token is not None else x.mean(dim=1)
+        if self.cls_token is not None:
+            return self.norm(self.cls_output(self.blocks, x, (frames, tokens)))
+        return self.norm(self.run_blocks(self.blocks, x, (frames, tokens))).mean(dim=1)
 
     def frame_features(self, x: torch.Tensor) -> torch.Tensor:
         """Model 2's spatial encoder: tokens (B, T', S, D) -> one CLS feature per frame (B, T', D)."""
         batch = x.shape[0]
         x = rearrange(x, "b t s d -> (b t) s d")
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        x = self.norm(self.run_blocks(self.blocks, self.pos_drop(x + self.pos_embed)))
-        return rearrange(x[:, 0], "(b t) d -> b t d", b=batch)
+        x = self.norm(self.cls_output(self.blocks, self.pos_drop(x + self.pos_embed)))
+        return rearrange(x, "(b t) d -> b t d", b=batch)
 
     def temporal_features(self, frames: torch.Tensor) -> torch.Tensor:
         """Model 2's temporal encoder over frame features (B, T', D) -> (B, D); GAP when it has no layers."""
         if not self.temporal_depth:
             return frames.mean(dim=1)
         x = torch.cat([self.temporal_cls_token.expand(frames.shape[0], -1, -1), frames], dim=1)
-        x = self.temporal_norm(self.run_blocks(self.temporal_blocks, x + self.temporal_pos_embed))
-        return x[:, 0]
+        return self.temporal_norm(
+            self.cls_output(self.temporal_blocks, x + self.temporal_pos_embed)
+        )
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.head_drop(features))
