@@ -100,7 +100,10 @@ class Attention(nn.Module):
     def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, N, D) -> q, k, v each (B, heads, N, head_dim); qkv rows are stacked [q; k; v]."""
         qkv = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
-        return qkv[0], qkv[1], qkv[2]
+        # unbind, not qkv[0], qkv[1], qkv[2]: its backward stacks the three gradients in one
+        # copy, where indexing would zero-fill and add three full-size buffers.
+        q, k, v = qkv.unbind(0)
+        return q, k, v
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return F.scaled_dot_product_attention(
@@ -120,7 +123,7 @@ class Attention(nn.Module):
         q = F.linear(query, weight[:dim], None if bias is None else bias[:dim])
         kv = F.linear(context, weight[dim:], None if bias is None else bias[dim:])
         q = rearrange(q, "b m (h d) -> b h m d", h=self.num_heads)
-        k, v = rearrange(kv, "b n (two h d) -> two b h n d", two=2, h=self.num_heads)
+        k, v = rearrange(kv, "b n (two h d) -> two b h n d", two=2, h=self.num_heads).unbind(0)
         out = rearrange(self.attend(q, k, v), "b h m d -> b m (h d)")
         return self.proj_drop(self.proj(out))
 
