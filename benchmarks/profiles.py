@@ -46,13 +46,13 @@ class ProfileSecondStep(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, task: Any, batch: Any, index: int) -> None:
         if index == 1:
-            self.profiler.__enter__()
+            self.profiler.start()
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, task: Any, outputs: Any, batch: Any, index: int
     ) -> None:
         if index == 1:
-            self.profiler.__exit__(None, None, None)
+            self.profiler.stop()
 
     def table(self, device: torch.device) -> str:
         sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"

@@ -37,7 +37,7 @@ from benchmarks.common import (
     run_child,
     seconds_per_call,
 )
-from videogen.tasks.base import to_channels_last
+from videogen.tasks.base import to_channels_last, use_fused_optimizer
 
 # Small dims that run in seconds on 2 CPU cores; a GPU run scales them up (see `DIMS`).
 CPU_DIMS = dict(
@@ -244,7 +244,9 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     if args.channels_last:
         model = to_channels_last(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=device.type == "cuda")
+    # The same choice as training (fused on CUDA), for both sides.
+    fused = use_fused_optimizer(torch.optim.AdamW, None, device)
+    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=fused or None)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
     def step(module: nn.Module) -> None:
