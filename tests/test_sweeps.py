@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,13 @@ pytestmark = [
 
 # One epoch of the small per-frame ViT on the CPU: a few seconds per job.
 TINY_RUN = ["model=vit", "trainer=cpu", "trainer.max_epochs=1", *TINY_DATA]
+
+
+def run_sweep(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """`python -m videogen -m <overrides>` with its sweep folder in `tmp_path`."""
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli("videogen", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    return result, sweep_dir
 
 
 def compose_with_hydra(*overrides: str) -> DictConfig:
@@ -206,16 +214,12 @@ def test_summary_names_a_job_that_never_reported_its_end(tmp_path: Path) -> None
 
 
 def test_local_submitit_sweep_runs_every_job_and_summarises_them(tmp_path: Path) -> None:
-    sweep_dir = tmp_path / "sweep"
-    result = run_cli(
-        "videogen",
-        "-m",
+    result, sweep_dir = run_sweep(
+        tmp_path,
         "hydra/launcher=submitit_local",
         "hydra.launcher.gpus_per_node=0",
         "optimizer.lr=1e-3,3e-4",
         *TINY_RUN,
-        f"hydra.sweep.dir={sweep_dir}",
-        cwd=tmp_path,
     )
     assert_ok(result)
     # The jobs ran through submitit (their own processes, logs under the sweep folder).
@@ -238,16 +242,12 @@ def test_local_submitit_sweep_runs_every_job_and_summarises_them(tmp_path: Path)
 @pytest.mark.slow
 def test_local_submitit_job_runs_one_ddp_process_per_task(tmp_path: Path) -> None:
     """tasks_per_node = trainer.devices locally too: the two tasks are the two DDP ranks."""
-    sweep_dir = tmp_path / "sweep"
-    result = run_cli(
-        "videogen",
-        "-m",
+    result, sweep_dir = run_sweep(
+        tmp_path,
         "hydra/launcher=submitit_local",
         "hydra.launcher.gpus_per_node=0",
         *TINY_RUN,
         "trainer=ddp_cpu",
-        f"hydra.sweep.dir={sweep_dir}",
-        cwd=tmp_path,
     )
     assert_ok(result)
     logs = sorted(sweep_dir.glob(".submitit/*/*_log.err"))
@@ -261,14 +261,10 @@ def test_local_submitit_job_runs_one_ddp_process_per_task(tmp_path: Path) -> Non
 def test_failed_job_leaves_the_others_running_and_is_named_in_the_summary(
     tmp_path: Path,
 ) -> None:
-    sweep_dir = tmp_path / "sweep"
-    result = run_cli(
-        "videogen",
-        "-m",
+    result, sweep_dir = run_sweep(
+        tmp_path,
         "data.num_frames=0,4",
         *TINY_RUN,
-        f"hydra.sweep.dir={sweep_dir}",
-        cwd=tmp_path,
     )
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
@@ -300,18 +296,14 @@ def test_optuna_search_config_composes(mode: str, direction: str) -> None:
 
 
 def test_optuna_search_runs_two_trials(tmp_path: Path) -> None:
-    sweep_dir = tmp_path / "sweep"
-    result = run_cli(
-        "videogen",
-        "-m",
+    result, sweep_dir = run_sweep(
+        tmp_path,
         "hparams_search=vivit_optuna",
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.n_jobs=2",
         "trainer=cpu",
         "trainer.max_epochs=1",
         *TINY_DATA,
-        f"hydra.sweep.dir={sweep_dir}",
-        cwd=tmp_path,
     )
     assert_ok(result)
     best = (sweep_dir / "optimization_results.yaml").read_text()
