@@ -8,21 +8,35 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train evaluate test test-fast bench lint format clean
+.PHONY: help install pins train evaluate test test-fast bench lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  pass Hydra overrides with ARGS, e.g. make train ARGS='model=vit trainer.max_epochs=2'"
 
-$(STAMP): pyproject.toml
+# The tested versions: pyproject.toml keeps ranges, constraints.txt pins what the suite ran with.
+CONSTRAINTS := constraints.txt
+PIP_VERSION := 26.3
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install --quiet pip==$(PIP_VERSION)
+	$(BIN)/python -m pip install -c $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install videogen with its dev tools
 
-train: $(STAMP) ## train (python -m videogen $(ARGS)); default: ViT on synthetic video
+pins: ## re-resolve the newest versions the ranges allow into constraints.txt (then run make test)
+	rm -rf .pins-venv
+	$(PYTHON) -m venv .pins-venv
+	.pins-venv/bin/python -m pip install --quiet pip==$(PIP_VERSION)
+	.pins-venv/bin/python -m pip install --quiet -e '.[dev,bench,sweeps]'
+	grep '^#' $(CONSTRAINTS) > $(CONSTRAINTS).new
+	.pins-venv/bin/python -m pip freeze --all --exclude-editable | grep -v '^pip==' >> $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	rm -rf .pins-venv
+
+train: $(STAMP) ## train (python -m videogen $(ARGS)); default: tiny ViViT on synthetic video
 	$(BIN)/python -m videogen $(ARGS)
 
 evaluate: $(STAMP) ## test a checkpoint: make evaluate ARGS='ckpt_path=outputs/.../best.ckpt'
@@ -35,7 +49,7 @@ test-fast: $(STAMP) ## run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP) ## run every benchmark and write benchmarks/RESULTS.md (ARGS='--quick', '--only training')
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[bench]'
 	$(BIN)/python -m benchmarks $(ARGS)
 
 lint: $(STAMP) ## ruff check and format check

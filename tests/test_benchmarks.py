@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
+
 from benchmarks import common, training_step
 from benchmarks.profiles import top_ops
-from torch import nn
 
 
 def test_flop_count_of_a_linear_layer_is_two_per_multiply_add() -> None:
