@@ -72,7 +72,7 @@ def test_gan_weight_init_and_norm_choice() -> None:
     assert norm.weight.mean().item() == pytest.approx(1.0, abs=0.01)
     assert 0 < norm.weight.std().item() < 0.05
     assert len(PatchDiscriminator(3, norm="none", **TINY_D)(torch.randn(1, 3, 32, 32))) == 4
-    with pytest.raises(ValueError, match="norm must be one of"):
+    with pytest.raises(ConfigError, match=r"image_discriminator\.norm.* must be one of"):
         PatchDiscriminator(3, norm="group")
 
 
@@ -288,7 +288,7 @@ def test_encoder_output_is_constant_within_instances() -> None:
         for identity in instance[b].unique():
             values = output[b][:, instance[b] == identity]
             assert torch.allclose(values, values[:, :1].expand_as(values))
-    with pytest.raises(ValueError, match="divisible by 4"):
+    with pytest.raises(ConfigError, match="must be multiples of 4"):
         encoder(torch.randn(1, 3, 18, 16), torch.zeros(1, 18, 16, dtype=torch.long))
 
 

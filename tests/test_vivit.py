@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from videogen.errors import ConfigError
 from videogen.models.layers import Block, FactorisedDotProductAttention
 from videogen.models.vit import FrameViT, build_vit
 from videogen.models.vivit import VARIANTS, ViViT
@@ -202,9 +203,11 @@ def test_cls_only_last_block_gives_the_full_blocks_outputs_and_gradients(
 
 def test_wrong_clip_shape_is_a_clear_error() -> None:
     model = ViViT(5, 4, 32, variant="spatio_temporal", tubelet_size=(2, 8, 8), **SMALL)
-    with pytest.raises(ValueError, match="built for clips of 4 frames at 32x32"):
+    with pytest.raises(
+        ConfigError, match="built for clips of 4 frames at 32x32.*data.num_frames=4"
+    ):
         model(torch.randn(1, 8, 3, 32, 32))
-    with pytest.raises(ValueError, match="not divisible into tubelets"):
+    with pytest.raises(ConfigError, match=r"data\.num_frames=5 is not a multiple of 2"):
         ViViT(5, 5, 32, tubelet_size=(2, 8, 8), **SMALL)
 
 

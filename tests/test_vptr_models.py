@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from videogen.errors import ConfigError
 from videogen.metrics.frames import TimestepCurves, frame_mse, frame_psnr, frame_ssim
 from videogen.models.vptr.autoencoder import PatchDiscriminator, VPTRAutoencoder
 from videogen.models.vptr.far import VPTRFAR
@@ -109,7 +110,7 @@ def test_autoencoder_encodes_each_frame_on_its_own() -> None:
 
 @pytest.mark.parametrize("size", [(18, 16), (16, 20), (6, 6)])
 def test_autoencoder_rejects_sizes_not_divisible_by_the_downsampling(size: tuple[int, int]) -> None:
-    with pytest.raises(ValueError, match="divisible by 8"):
+    with pytest.raises(ConfigError, match=r"data\.height=.* must be multiples of 8"):
         VPTRAutoencoder(1, size, num_downsampling=3)
 
 

@@ -5,8 +5,11 @@ class VideogenError(Exception):
     """Base class of the errors the command-line entry points report as a single sentence."""
 
 
-class ConfigError(VideogenError):
-    """A configuration value is invalid (wrong type, out of range, inconsistent)."""
+class ConfigError(VideogenError, ValueError):
+    """A configuration value is invalid (wrong type, out of range, inconsistent).
+
+    Also a ValueError: code that builds models directly and catches ValueError keeps working.
+    """
 
 
 class CheckpointError(VideogenError):

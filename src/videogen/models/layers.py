@@ -18,6 +18,8 @@ from timm.layers import DropPath
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from videogen.errors import ConfigError
+
 # (number of frames or temporal tokens, number of spatial tokens per frame)
 Grid = tuple[int, int]
 
@@ -90,7 +92,10 @@ class Attention(nn.Module):
     ) -> None:
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"embed dim {dim} is not divisible by {num_heads} heads")
+            raise ConfigError(
+                f"model.net.embed_dim={dim} is not divisible by model.net.num_heads={num_heads}: "
+                "pick a head count that divides the width."
+            )
         self.num_heads = num_heads
         self.attn_drop = attn_drop
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
@@ -137,8 +142,9 @@ class FactorisedDotProductAttention(Attention):
 
     def __init__(self, dim: int, num_heads: int, **kwargs) -> None:
         if num_heads % 2:
-            raise ValueError(
-                f"factorised dot-product attention needs an even head count, got {num_heads}"
+            raise ConfigError(
+                f"factorised dot-product attention splits the heads between space and time, so "
+                f"model.net.num_heads must be even, got {num_heads}."
             )
         super().__init__(dim, num_heads, **kwargs)
 

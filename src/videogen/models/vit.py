@@ -14,6 +14,7 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from videogen.errors import ConfigError
 from videogen.models.checkpoint_io import load_state_dict
 
 log = logging.getLogger(__name__)
@@ -51,11 +52,18 @@ def build_vit(
 
         model = timm.create_model(model_name, pretrained=False, **common, **dims)
         if not isinstance(model, VisionTransformer):
-            raise ValueError(f"timm model {model_name!r} is not a VisionTransformer.")
+            raise ConfigError(
+                f"model.net.model_name={model_name!r} is not a timm VisionTransformer: name a "
+                "ViT (e.g. vit_small_patch16_224)."
+            )
         return model
     missing = sorted({"patch_size", "embed_dim", "depth", "num_heads"} - dims.keys())
     if missing:
-        raise ValueError(f"give model_name or all explicit ViT dims; missing: {', '.join(missing)}")
+        raise ConfigError(
+            "set model.net.model_name or every explicit ViT dim; missing: "
+            + ", ".join(f"model.net.{key}" for key in missing)
+            + "."
+        )
     return VisionTransformer(**common, **dims)
 
 

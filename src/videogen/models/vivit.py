@@ -23,6 +23,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from videogen.errors import ConfigError
 from videogen.models.layers import (
     Block,
     FactorisedDotProductAttention,
@@ -81,15 +82,30 @@ class ViViT(nn.Module):
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
-            raise ValueError(
-                f"unknown ViViT variant {variant!r}; choose one of {', '.join(VARIANTS)}"
+            raise ConfigError(
+                f"model.net.variant={variant!r} is not a ViViT variant: choose one of "
+                f"{', '.join(VARIANTS)}."
             )
         height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-        t, h, w = tubelet_size
-        if num_frames % t or height % h or width % w:
-            raise ValueError(
-                f"video {num_frames}x{height}x{width} (frames x height x width) is not divisible into "
-                f"tubelets of {t}x{h}x{w}"
+        if len(tubelet_size) != 3 or min(tubelet_size) < 1:
+            raise ConfigError(
+                f"model.net.tubelet_size must be three positive sizes [frames, height, width], "
+                f"got {list(tubelet_size)}."
+            )
+        t, h, w = (int(s) for s in tubelet_size)
+        misfits = [
+            f"data.{key}={size} is not a multiple of {step}"
+            for key, size, step in (
+                ("num_frames", num_frames, t),
+                ("height", height, h),
+                ("width", width, w),
+            )
+            if size % step
+        ]
+        if misfits:
+            raise ConfigError(
+                f"clips do not divide into tubelets of model.net.tubelet_size=[{t}, {h}, {w}] "
+                f"({', '.join(misfits)}): change those data sizes or model.net.tubelet_size."
             )
         self.variant = variant
         self.num_classes = num_classes
@@ -186,10 +202,14 @@ class ViViT(nn.Module):
     def check_input(self, video: torch.Tensor) -> None:
         t, h, w = self.patch_embed.tubelet_size
         expected = (self.grid[0] * t, self.grid_size[0] * h, self.grid_size[1] * w)
-        if video.ndim != 5 or tuple(video.shape[1:2]) + tuple(video.shape[3:]) != expected:
-            raise ValueError(
-                f"ViViT was built for clips of {expected[0]} frames at {expected[1]}x{expected[2]}, "
-                f"got a tensor of shape {tuple(video.shape)} (expected B, T, C, H, W)"
+        if video.ndim != 5:
+            raise ValueError(f"ViViT takes (B, T, C, H, W) clips, got shape {tuple(video.shape)}")
+        if tuple(video.shape[1:2]) + tuple(video.shape[3:]) != expected:
+            raise ConfigError(
+                f"this ViViT was built for clips of {expected[0]} frames at "
+                f"{expected[1]}x{expected[2]} but the data gives {video.shape[1]} frames at "
+                f"{video.shape[3]}x{video.shape[4]}: set data.num_frames={expected[0]}, "
+                f"data.height={expected[1]} and data.width={expected[2]}."
             )
 
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from timm.layers import resample_abs_pos_embed, resample_patch_embed
 
+from videogen.errors import ConfigError
 from videogen.models.checkpoint_io import load_state_dict
 from videogen.models.vivit import ViViT
 
@@ -60,7 +61,9 @@ def inflate_patch_kernel(kernel: torch.Tensor, target_shape: torch.Size, mode: s
         return tubelet
     if mode == "filter_inflation":
         return kernel.unsqueeze(2).repeat(1, 1, time, 1, 1) / time
-    raise ValueError(f"unknown tubelet_init {mode!r}; choose one of {', '.join(TUBELET_INITS)}")
+    raise ConfigError(
+        f"model.net.tubelet_init={mode!r} is unknown: choose one of {', '.join(TUBELET_INITS)}."
+    )
 
 
 def video_pos_embed(vit_pos: torch.Tensor, model: ViViT, vit_has_cls: bool = True) -> torch.Tensor:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from videogen.errors import ConfigError
+
 NORMS = ("instance", "batch", "none")
 
 # Flows are in pixels (tens of pixels for fast motion) while frames lie in [-1, 1]; dividing
@@ -39,7 +41,10 @@ def norm_layer(norm: str, channels: int) -> nn.Module:
         return nn.BatchNorm2d(channels)
     if norm == "none":
         return nn.Identity()
-    raise ValueError(f"norm must be one of {list(NORMS)}, got {norm!r}.")
+    raise ConfigError(
+        f"the discriminators' norm (model.image_discriminator.norm, "
+        f"model.video_discriminator.norm) must be one of {list(NORMS)}, got {norm!r}."
+    )
 
 
 class PatchDiscriminator(nn.Module):
@@ -56,9 +61,15 @@ class PatchDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         if num_layers < 1:
-            raise ValueError(f"num_layers must be at least 1, got {num_layers}.")
+            raise ConfigError(
+                f"the discriminators' num_layers (model.image_discriminator.num_layers, "
+                f"model.video_discriminator.num_layers) must be at least 1, got {num_layers}."
+            )
         if norm not in NORMS:
-            raise ValueError(f"norm must be one of {list(NORMS)}, got {norm!r}.")
+            raise ConfigError(
+                f"the discriminators' norm (model.image_discriminator.norm, "
+                f"model.video_discriminator.norm) must be one of {list(NORMS)}, got {norm!r}."
+            )
         # The first block has no normalisation, as in pix2pix: it would erase the input's scale.
         blocks: list[nn.Module] = [
             nn.Sequential(
@@ -108,7 +119,10 @@ class MultiscaleDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         if num_scales < 1:
-            raise ValueError(f"num_scales must be at least 1, got {num_scales}.")
+            raise ConfigError(
+                f"the discriminators' num_scales (model.image_discriminator.num_scales, "
+                f"model.video_discriminator.num_scales) must be at least 1, got {num_scales}."
+            )
         self.scales = nn.ModuleList(
             PatchDiscriminator(in_channels, base_channels, num_layers, norm)
             for _ in range(num_scales)
@@ -165,12 +179,15 @@ class VideoDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         if frames_per_clip < 2:
-            raise ValueError(
-                f"frames_per_clip must be at least 2 (there are no flows otherwise), got "
-                f"{frames_per_clip}."
+            raise ConfigError(
+                f"model.video_discriminator.frames_per_clip must be at least 2 (there are no "
+                f"flows otherwise), got {frames_per_clip}."
             )
         if num_temporal_scales < 1:
-            raise ValueError(f"num_temporal_scales must be at least 1, got {num_temporal_scales}.")
+            raise ConfigError(
+                f"model.video_discriminator.num_temporal_scales must be at least 1, got "
+                f"{num_temporal_scales}."
+            )
         self.frame_channels = frame_channels
         self.frames_per_clip = frames_per_clip
         self.in_channels = frames_per_clip * frame_channels + (frames_per_clip - 1) * 2

@@ -15,6 +15,8 @@ import math
 import torch
 from torch import nn
 
+from videogen.errors import ConfigError
+
 # Smallest variance of a mixture component: a component fitted on identical vectors would
 # otherwise collapse to zero variance and an infinite likelihood.
 VARIANCE_FLOOR = 1e-4
@@ -160,9 +162,10 @@ class InstanceFeatureEncoder(nn.Module):
         """Encode `image` and average the result within each instance of `instance`."""
         factor = 2**self.num_downsampling
         if image.shape[-2] % factor or image.shape[-1] % factor:
-            raise ValueError(
-                f"the feature encoder halves the image {self.num_downsampling} times, so its "
-                f"size {tuple(image.shape[-2:])} must be divisible by {factor}."
+            raise ConfigError(
+                f"the feature encoder halves frames model.feature_encoder.num_downsampling="
+                f"{self.num_downsampling} times, so data.height x data.width "
+                f"({image.shape[-2]}x{image.shape[-1]}) must be multiples of {factor}."
             )
         return instance_average(self.layers(image), instance)
 

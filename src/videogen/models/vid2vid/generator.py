@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from videogen.errors import ConfigError
 from videogen.models.vid2vid.flow import warp
 
 
@@ -184,11 +185,12 @@ class SequentialGenerator(nn.Module):
     ) -> None:
         super().__init__()
         if n_scales_spatial < 1:
-            raise ValueError(f"n_scales_spatial must be >= 1, got {n_scales_spatial}.")
+            raise ConfigError(f"model.net.n_scales_spatial must be >= 1, got {n_scales_spatial}.")
         if base_channels % 2 ** (n_scales_spatial - 1):
-            raise ValueError(
-                f"base_channels {base_channels} must be divisible by 2^(n_scales_spatial - 1) = "
-                f"{2 ** (n_scales_spatial - 1)}: each local enhancer halves the width."
+            raise ConfigError(
+                f"model.net.base_channels={base_channels} must be divisible by "
+                f"2^(model.net.n_scales_spatial - 1) = {2 ** (n_scales_spatial - 1)}: each local "
+                "enhancer halves the width."
             )
         self.num_classes = num_classes
         self.frame_channels = frame_channels
@@ -285,10 +287,11 @@ class SequentialGenerator(nn.Module):
         batch, _, _, height, width = labels.shape
         factor = 2 ** (self.n_scales_spatial - 1 + self.num_downsampling)
         if height % factor or width % factor:
-            raise ValueError(
-                f"frames of {height}x{width} cannot go through {self.n_scales_spatial} spatial "
-                f"scales and {self.num_downsampling} downsamplings: use a height and width "
-                f"divisible by {factor}."
+            raise ConfigError(
+                f"frames of data.height={height} x data.width={width} cannot go through "
+                f"model.net.n_scales_spatial={self.n_scales_spatial} spatial scales and "
+                f"model.net.num_downsampling={self.num_downsampling} downsamplings: use a "
+                f"height and width divisible by {factor}."
             )
         single_image = previous is None
         if self.num_previous_frames and single_image:
@@ -371,10 +374,11 @@ class SequentialGenerator(nn.Module):
         copied = {k: v for k, v in state_dict.items() if k.startswith("levels.") and k in own}
         mismatched = [k for k, v in copied.items() if v.shape != own[k].shape]
         if mismatched:
-            raise ValueError(
-                f"the coarser generator does not match this one at {mismatched[0]} "
+            raise ConfigError(
+                f"the model.coarse_ckpt generator does not match this one at {mismatched[0]} "
                 f"({tuple(copied[mismatched[0]].shape)} vs {tuple(own[mismatched[0]].shape)}): "
-                "keep base_channels, num_downsampling and the class settings the same."
+                "keep model.net.base_channels, model.net.num_downsampling and the class "
+                "settings of the coarser run."
             )
         self.load_state_dict(copied, strict=False)
         return sorted(copied)

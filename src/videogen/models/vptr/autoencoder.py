@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from videogen.errors import ConfigError
+
 OUTPUT_ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
 
@@ -80,8 +82,8 @@ class ResNetDecoder(nn.Module):
     ) -> None:
         super().__init__()
         if output_activation not in OUTPUT_ACTIVATIONS:
-            raise ValueError(
-                f"output_activation must be one of {sorted(OUTPUT_ACTIVATIONS)}, got "
+            raise ConfigError(
+                f"model.net.output_activation must be one of {sorted(OUTPUT_ACTIVATIONS)}, got "
                 f"{output_activation!r}."
             )
         layers: list[nn.Module] = []
@@ -123,10 +125,10 @@ class VPTRAutoencoder(nn.Module):
         factor = 2**num_downsampling
         height, width = (int(s) for s in img_size)
         if height % factor or width % factor:
-            raise ValueError(
-                f"the autoencoder halves the frame size {num_downsampling} times, so the frame "
-                f"size {height}x{width} must be divisible by {factor}: change the size or "
-                f"num_downsampling."
+            raise ConfigError(
+                f"the autoencoder halves frames model.net.num_downsampling={num_downsampling} "
+                f"times, so data.height={height} and data.width={width} must be multiples of "
+                f"{factor}: change the frame size or model.net.num_downsampling."
             )
         self.in_chans = in_chans
         self.img_size = (height, width)

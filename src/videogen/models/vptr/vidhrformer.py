@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
+from videogen.errors import ConfigError
+
 
 def sine_position_1d(length: int, dim: int, offset: int = 0) -> torch.Tensor:
     """Transformer sine/cosine code of positions offset..offset+length-1 -> (length, dim)."""
@@ -40,7 +42,10 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"the feature size {dim} must be divisible by num_heads={num_heads}.")
+            raise ConfigError(
+                f"the autoencoder's feature_dim={dim} is not divisible by model.net.num_heads="
+                f"{num_heads}: pick a head count that divides it."
+            )
         self.num_heads = num_heads
         self.dropout = dropout
         self.q_proj = nn.Linear(dim, dim)
