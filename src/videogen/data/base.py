@@ -144,6 +144,8 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
     """
 
     provides: ClassVar[frozenset[str]] = frozenset()
+    # The config key that sets the size of a split, where one does (synthetic, Moving MNIST).
+    split_size_keys: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
@@ -203,6 +205,31 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
         }
         for split in splits.get(stage, ("train", "val", "test")):
             self.dataset(split)
+        if stage == "fit":
+            self.check_full_training_batch()
+
+    def check_full_training_batch(self) -> None:
+        """Refuse, before any work, a training split too small for one full batch per process.
+
+        Training drops the last partial batch, so such a run would take no step, write no
+        checkpoint and still end as if it had trained.
+        """
+        trainer = self.trainer
+        if trainer is not None and not trainer.limit_train_batches:
+            return  # no training asked for (limit_train_batches=0)
+        processes = trainer.world_size if trainer is not None else 1
+        clips = len(self.dataset("train"))
+        if clips // processes >= self.batch_size:
+            return
+        key = self.split_size_keys.get("train")
+        size = f"{key}={clips} clips" if key else f"the train split's {clips} clips"
+        batch = f"data.batch_size={self.batch_size}"
+        if processes > 1:
+            batch += f" per process x {processes} processes"
+        raise ConfigError(
+            f"{size} make no full batch of {batch} (training drops the last partial batch): "
+            "lower data.batch_size or use more data."
+        )
 
     def shuffling_sampler(self, dataset: Dataset) -> ResumableSampler:
         """The training order: a permutation drawn from (seed, epoch) only, dealt across ranks.

@@ -93,6 +93,11 @@ class MovingMNISTDataModule(VideoDataModule):
     """
 
     provides: ClassVar[frozenset[str]] = frozenset({"video", "video_index", "view_index"})
+    split_size_keys: ClassVar[dict[str, str]] = {
+        "train": "data.train_size",
+        "val": "data.val_size",
+        "test": "data.test_size",
+    }
 
     def __init__(
         self,

@@ -193,6 +193,11 @@ class SyntheticVideoDataModule(VideoDataModule):
     provides: ClassVar[frozenset[str]] = frozenset(
         {"video", "label", "segmentation", "instance", "video_index", "view_index"}
     )
+    split_size_keys: ClassVar[dict[str, str]] = {
+        "train": "data.train_size",
+        "val": "data.val_size",
+        "test": "data.test_size",
+    }
     num_segmentation_classes = len(SHAPE_CLASSES) + 1
 
     def __init__(
