@@ -3,6 +3,9 @@
 The checkpoint carries the training run's config. It is registered as the Hydra config
 `checkpoint_run` before Hydra starts, so the usual override syntax works on it
 (`data.batch_size=4`, `trainer.accelerator=cpu`, `data.root=/elsewhere`) and typos are caught.
+Of the `model.*` keys, only the task's `runtime_options` (evaluation-time settings such as
+`model.view_aggregation`) may change; any other would describe a network that was not trained,
+so it is refused.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_class
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import RichProgressBar
 
 from videogen.config import CONFIG_DIR
@@ -58,13 +61,55 @@ def load_task(path: str) -> VideoTask:
     return task_cls.load_from_checkpoint(path)
 
 
+def dotted_items(node: Any, prefix: str) -> dict[str, Any]:
+    """A nested config as {"prefix.key.subkey": leaf value}; lists are leaves."""
+    if not isinstance(node, dict) or not node:
+        return {prefix: node}
+    items: dict[str, Any] = {}
+    for key, value in node.items():
+        items.update(dotted_items(value, f"{prefix}.{key}"))
+    return items
+
+
+def changed_model_keys(cfg: DictConfig, stored: dict[str, Any]) -> list[str]:
+    """The `model.*` keys set on the command line: those that differ from the run config stored
+    in the checkpoint (compared unresolved, so `data.*` overrides that models interpolate do
+    not count)."""
+    composed = dotted_items(OmegaConf.to_container(cfg.get("model", {}), resolve=False), "model")
+    saved = dotted_items(stored.get("model", {}), "model")
+    return sorted(
+        key
+        for key in composed.keys() | saved.keys()
+        if key not in composed or key not in saved or composed[key] != saved[key]
+    )
+
+
+def apply_model_overrides(task: VideoTask, cfg: DictConfig, stored: dict[str, Any]) -> None:
+    """Set the task's evaluation-time options given on the command line (model.<option>=...);
+    refuse, naming the keys that may change, any other `model.*` override."""
+    changed = changed_model_keys(cfg, stored)
+    options = {f"model.{name}" for name in task.runtime_options}
+    refused = [key for key in changed if key not in options]
+    if refused:
+        allowed = ", ".join(sorted(options)) if options else "none"
+        raise ConfigError(
+            f"{', '.join(refused)} cannot change on a trained {type(task).__name__}: the "
+            f"checkpoint's network and training settings are fixed, and the model keys that "
+            f"may change at evaluation are: {allowed}; drop the override or train a new model."
+        )
+    for key in changed:
+        name = key.removeprefix("model.")
+        value = cfg.model[name]
+        setattr(task, name, OmegaConf.to_container(value) if OmegaConf.is_config(value) else value)
+        log.info("%s=%s (from the command line)", key, value)
+
+
 def load_task_and_data(cfg: DictConfig) -> tuple[VideoTask, VideoDataModule]:
     """The checkpoint's task and the run's datamodule, checked to fit each other."""
     task = load_task(cfg.ckpt_path)
-    # Inference-time options of a trained task (e.g. model.sample_style) follow the command line.
-    for option in task.runtime_options:
-        if option in cfg.get("model", {}):
-            setattr(task, option, cfg.model[option])
+    # Evaluation-time options of a trained task (e.g. model.sample_style) follow the command
+    # line; other model.* overrides are refused.
+    apply_model_overrides(task, cfg, stored_run_config(cfg.ckpt_path))
     datamodule = build_datamodule(cfg)
     task.check_data(
         datamodule,

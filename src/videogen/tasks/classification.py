@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
+from videogen.errors import ConfigError
 from videogen.tasks.base import VideoTask
 
 VIEW_AGGREGATIONS = ("mean_logits", "mean_softmax")
@@ -66,6 +67,8 @@ class ClassificationTask(VideoTask):
     """Train a clip classifier `net(video) -> logits` on `video`/`label` batches."""
 
     requires: ClassVar[frozenset[str]] = frozenset({"video", "label"})
+    # Options that may be changed on a trained model (evaluate / generate overrides).
+    runtime_options: ClassVar[tuple[str, ...]] = ("view_aggregation",)
 
     def __init__(
         self,
@@ -79,10 +82,6 @@ class ClassificationTask(VideoTask):
     ) -> None:
         super().__init__(net, optimizer, scheduler)
         self.save_hyperparameters(logger=False)
-        if view_aggregation not in VIEW_AGGREGATIONS:
-            raise ValueError(
-                f"view_aggregation must be one of {VIEW_AGGREGATIONS}, got {view_aggregation!r}"
-            )
         self.label_smoothing = label_smoothing
         self.view_aggregation = view_aggregation
         self.mixup_alpha = mixup_alpha
@@ -99,6 +98,20 @@ class ClassificationTask(VideoTask):
                 for k in (1, 5)
             }
         )
+
+    @property
+    def view_aggregation(self) -> str:
+        """How the views of a test video are combined: "mean_logits" or "mean_softmax"."""
+        return self._view_aggregation
+
+    @view_aggregation.setter
+    def view_aggregation(self, value: str) -> None:
+        if value not in VIEW_AGGREGATIONS:
+            raise ConfigError(
+                f"model.view_aggregation must be one of {', '.join(VIEW_AGGREGATIONS)}, got "
+                f"{value!r}."
+            )
+        self._view_aggregation = value
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.net(video)
