@@ -168,6 +168,16 @@ def test_kinetics_index_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert KineticsDataModule(str(tmp_path), num_classes=3, **SMALL).samples("train") == first
 
 
+def test_kinetics_val_videos_in_a_folder_named_like_the_csv_are_found(tmp_path: Path) -> None:
+    write_kinetics(tmp_path, "csv_flat")
+    (tmp_path / "val").rename(tmp_path / "validate")  # the split's name in the official CSV
+    dm = KineticsDataModule(str(tmp_path), num_classes=3, **SMALL)
+    val = dm.samples("val")
+    assert len(val) == 6 and all(Path(s.path).parent.name == "validate" for s in val)
+    assert all(Path(s.path).is_file() for s in val)
+    assert dm.dataset("val")[0]["video"].shape == (4, 3, 32, 32)
+
+
 def test_missing_kinetics_root_names_the_layout_and_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"does not exist: expected .*annotations.*data\.root="):
         KineticsDataModule(str(tmp_path / "nowhere"), num_classes=3, **SMALL).samples("train")

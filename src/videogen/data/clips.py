@@ -261,6 +261,14 @@ class VideoFileDataModule(VideoDataModule):
             raise ConfigError(
                 f"data.root={self.root}: the {split} split has no videos; check the layout."
             )
+        largest = max(sample.label for sample in samples)
+        if largest >= self.num_classes:
+            source = ", ".join(str(p) for p in self.annotation_files(split)) or str(self.root)
+            raise ConfigError(
+                f"{source} has labels up to {largest} but data.num_classes={self.num_classes} "
+                f"(labels must be 0..{self.num_classes - 1}): set data.num_classes="
+                f"{largest + 1} or fix the labels."
+            )
         return VideoClipDataset(samples, split, self.options)
 
     def collate_fn(self) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:

@@ -8,13 +8,14 @@ Three layouts, tried in this order for each split:
 3. class folders only: `{root}/{split_dirs.<split>}/{class name}/*.mp4`.
 Class indices follow the sorted class names of the training annotations (names may contain
 spaces and parentheses). A row whose video is missing stays in the index: it is skipped and
-counted when read, like any unreadable file.
+counted when read, like any unreadable file. A split folder is found under its usual names
+(the official CSV says `validate` where most copies have `val/`), so either works.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,18 @@ LAYOUT_HELP = (
     "<youtube_id>_<start:06d>_<end:06d>.mp4, or list files {root}/{train,val}_list.txt ('path label'), "
     "or class folders {root}/{train,val}/<class name>/*.mp4; set data.root=/path/to/kinetics"
 )
+
+
+# The names one split's video folder goes by; the configured name is tried first.
+SPLIT_DIR_NAMES = (("train", "training"), ("val", "validate", "valid", "validation"))
+
+
+def split_dir_candidates(configured: str) -> list[str]:
+    """`configured` and the other usual names of the same split's folder."""
+    for names in SPLIT_DIR_NAMES:
+        if configured in names:
+            return [configured, *(name for name in names if name != configured)]
+    return [configured]
 
 
 def clip_file_name(youtube_id: str, start: float, end: float, suffix: str = ".mp4") -> str:
@@ -69,12 +82,34 @@ class KineticsDataModule(VideoFileDataModule):
         ]
 
     def index_settings(self) -> dict[str, Any]:
+        # The folders found: renaming val/ to validate/ must not reuse paths into the old one.
+        found = {split: self.find_video_dir(split) for split in self.split_dirs}
         return {
             "root": str(self.root),
             "annotations": self.annotations,
             "lists": self.lists,
-            "split_dirs": self.split_dirs,
+            "split_dirs": {split: str(folder) for split, folder in found.items()},
         }
+
+    def find_video_dir(self, split: str) -> Path | None:
+        """The split's video folder under `root`, by its configured or another usual name."""
+        for name in split_dir_candidates(self.split_dirs[split]):
+            if (self.root / name).is_dir():
+                return self.root / name
+        return None
+
+    def video_dir(self, split: str) -> Path:
+        """The split's video folder, or a ConfigError listing the folders that do exist."""
+        folder = self.find_video_dir(split)
+        if folder is not None:
+            return folder
+        names = split_dir_candidates(self.split_dirs[split])
+        existing = sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name[0] != ".")
+        raise ConfigError(
+            f"no Kinetics {split} video folder in data.root={self.root}: looked for "
+            f"{', '.join(names)}, and the folders there are {', '.join(existing) or 'none'}; "
+            f"set data.split_dirs.{split}=<folder> or point data.root at the dataset."
+        )
 
     def check_root(self) -> None:
         if not self.root.is_dir():
@@ -88,11 +123,9 @@ class KineticsDataModule(VideoFileDataModule):
             if train_csv.is_file():
                 self._classes = sorted({row["label"] for row in read_csv(train_csv)})
             else:
-                folder = self.root / self.split_dirs["train"]
+                folder = self.find_video_dir("train")
                 self._classes = (
-                    sorted(p.name for p in folder.iterdir() if p.is_dir())
-                    if folder.is_dir()
-                    else []
+                    sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder else []
                 )
             if self._classes and len(self._classes) != self.num_classes:
                 raise ConfigError(
@@ -104,12 +137,12 @@ class KineticsDataModule(VideoFileDataModule):
     def build_samples(self, split: str) -> list[VideoSample]:
         self.check_root()
         csv_path, list_path = self.root / self.annotations[split], self.root / self.lists[split]
-        video_dir = self.root / self.split_dirs[split]
         if csv_path.is_file():
-            return self.from_csv(csv_path, video_dir)
+            return self.from_csv(csv_path, self.video_dir(split))
         if list_path.is_file():
-            return self.from_list(list_path, video_dir)
-        if video_dir.is_dir() and any(p.is_dir() for p in video_dir.iterdir()):
+            return self.from_list(list_path, lambda: self.video_dir(split))
+        video_dir = self.find_video_dir(split)
+        if video_dir is not None and any(p.is_dir() for p in video_dir.iterdir()):
             return self.from_folders(video_dir)
         raise ConfigError(
             f"no Kinetics {split} annotations found under {self.root}: {LAYOUT_HELP}."
@@ -133,7 +166,9 @@ class KineticsDataModule(VideoFileDataModule):
             samples.append(VideoSample(str(path), index[row["label"]]))
         return samples
 
-    def from_list(self, list_path: Path, video_dir: Path) -> list[VideoSample]:
+    def from_list(self, list_path: Path, video_dir: Callable[[], Path]) -> list[VideoSample]:
+        """Lines `path label`; relative paths are under the split's video folder (looked for
+        only when one is relative)."""
         samples = []
         for number, line in enumerate(list_path.read_text().splitlines(), start=1):
             if not line.strip():
@@ -143,7 +178,7 @@ class KineticsDataModule(VideoFileDataModule):
                 raise ConfigError(
                     f"{list_path}:{number}: expected 'relative/path.mp4 label_index', got {line!r}."
                 )
-            full = Path(path) if Path(path).is_absolute() else video_dir / path
+            full = Path(path) if Path(path).is_absolute() else video_dir() / path
             samples.append(VideoSample(str(full), int(label)))
         return samples
 
