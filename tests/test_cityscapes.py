@@ -156,6 +156,61 @@ def test_missing_label_maps_are_counted(
     assert any("left out 1 clips" in r.getMessage() for r in caplog.records), caplog.text
 
 
+def frame_path(root: Path, split: str, city: str, seq: int, frame: int) -> Path:
+    stem = f"{city}_{seq:06d}_{frame:06d}"
+    return root / "leftImg8bit_sequence" / split / city / f"{stem}_leftImg8bit.png"
+
+
+def label_path(root: Path, split: str, city: str, seq: int, frame: int) -> Path:
+    stem = f"{city}_{seq:06d}_{frame:06d}"
+    return root / "gtFine_sequence" / split / city / f"{stem}_gtFine_labelIds.png"
+
+
+def test_clips_with_unreadable_pngs_are_skipped_and_counted(cityscapes_root: Path) -> None:
+    corrupt = frame_path(cityscapes_root, "train", "aachen", 0, 2)
+    corrupt.write_bytes(b"not a png")
+    truncated = label_path(cityscapes_root, "train", "aachen", 1, 12)
+    truncated.write_bytes(truncated.read_bytes()[:60])
+    dm = make_datamodule(cityscapes_root, max_bad_fraction=1.0)
+    dm.setup("fit")
+    bad, good = [], []
+    for batch in dm.loader("train", shuffle=False):
+        bad += [path for path, _ in batch["bad_videos"]]
+        if "video" in batch:
+            good += batch["video"][:, 0, 0, 0, 0].tolist()  # first frame numbers
+    # Each file is in 3 of the 8 clips (4 frames from 6); the 2 bochum clips are untouched.
+    assert sorted(bad) == sorted([str(corrupt)] * 3 + [str(truncated)] * 3)
+    assert good == [100, 101]
+
+
+def test_cli_skips_unreadable_pngs_and_stops_past_the_limit(
+    cityscapes_root: Path, tmp_path: Path
+) -> None:
+    frame_path(cityscapes_root, "train", "aachen", 0, 2).write_bytes(b"not a png")
+    args = [
+        "videogen",
+        "model=vptr_ae_tiny",
+        "data=cityscapes",
+        f"data.root={cityscapes_root}",
+        "data.num_frames=4",
+        f"data.height={HEIGHT}",
+        f"data.width={WIDTH}",
+        "data.batch_size=2",
+        "data.num_workers=0",
+        "trainer=cpu",
+        "trainer.max_epochs=1",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+    ]
+    run_dir = tmp_path / "run"
+    result = run_cli(*args, "data.max_bad_fraction=0.5", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert_ok(result)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train/skipped_videos"] == 3  # the clips holding the frame; 5 trained on
+    result = run_cli(*args, f"hydra.run.dir={tmp_path / 'strict'}", cwd=tmp_path)
+    assert_one_sentence_error(result, "of 8 train videos could not be read", "max_bad_fraction")
+
+
 def test_flip_moves_the_maps_with_the_frames(cityscapes_root: Path) -> None:
     dm = make_datamodule(cityscapes_root, flip=True)
     dataset = dm.dataset("train")
@@ -312,3 +367,63 @@ def test_vid2vid_trains_on_cityscapes_clips_and_generates_longer_videos(
     assert len(frames) == SNIPPET_LENGTH
     height, width = frames[0].shape[:2]
     assert abs(width - 3 * WIDTH * height // HEIGHT) <= 8, (height, width)
+
+
+def test_vid2vid_label_panels_use_the_cityscapes_colours(tmp_path: Path) -> None:
+    """Road and sky (train ids 0 and 10) get their official colours, also from the checkpoint
+    alone; before, both were drawn black."""
+    root = tmp_path / "cityscapes"
+    for split, city in (("train", "aachen"), ("val", "frankfurt")):
+        for frame in range(3):
+            stem = f"{city}_000000_{frame:06d}"
+            write_png(
+                root / "leftImg8bit_sequence" / split / city / f"{stem}_leftImg8bit.png",
+                np.full((HEIGHT, WIDTH, 3), 60 * frame, np.uint8),
+            )
+            label_ids = np.full((HEIGHT, WIDTH), 7, np.uint8)  # road on the left...
+            label_ids[:, WIDTH // 2 :] = 23  # ...sky on the right
+            write_png(
+                root / "gtFine_sequence" / split / city / f"{stem}_gtFine_labelIds.png", label_ids
+            )
+    data = [
+        f"data.root={root}",
+        f"data.height={HEIGHT}",
+        f"data.width={WIDTH}",
+        "data.num_frames=2",
+        "data.batch_size=1",
+        "data.num_workers=0",
+    ]
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "videogen",
+        "model=vid2vid_tiny",
+        "data=cityscapes",
+        *data,
+        "trainer=cpu",
+        "trainer.max_steps=1",
+        "trainer.limit_val_batches=1",
+        "test_after_fit=false",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    assert_ok(result)
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert stored["hyper_parameters"]["palette"][10] == [70, 130, 180]
+    videos = tmp_path / "videos"
+    result = run_cli(
+        "videogen.generate",
+        f"ckpt_path={checkpoint}",
+        "num_videos=1",
+        "formats=[mp4]",
+        "min_height=0",
+        f"output_dir={videos}",
+        f"hydra.run.dir={tmp_path / 'generate'}",
+        cwd=tmp_path,
+    )
+    assert_ok(result)
+    with av.open(str(videos / "example_000.mp4")) as container:
+        frame = next(container.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+    road, sky = frame[HEIGHT // 2, WIDTH // 4], frame[HEIGHT // 2, 3 * WIDTH // 4]
+    assert np.abs(road - (128, 64, 128)).max() <= 16, road  # labels | output | truth
+    assert np.abs(sky - (70, 130, 180)).max() <= 16, sky

@@ -31,7 +31,6 @@ from videogen.data.synthetic import SyntheticVideoDataModule
 from videogen.errors import ConfigError
 from videogen.tasks.classification import ClassificationTask
 from videogen.tasks.prediction import AutoencoderTask, PredictionTask
-from videogen.tasks.synthesis import PALETTE
 from videogen.utils.video_io import GAP
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
@@ -307,13 +306,15 @@ def test_autoencoder_shows_truth_and_reconstruction() -> None:
 
 def test_synthesis_shows_labels_output_and_truth() -> None:
     torch.manual_seed(0)
-    task = tiny_task()
+    palette = SyntheticVideoDataModule.palette  # the data's own class colours
+    task = tiny_task(palette=[list(colour) for colour in palette])
     batch = synthetic_batch(frames=2, batch=2)
+    batch["segmentation"][:, :, :2, :2] = 255  # ignored pixels are drawn black
     samples = render(task, batch)
     assert "labels | output | truth" in samples[0].caption
     frames = samples[0].frames
     assert frames.shape == (2, 32, 3 * 32 + 2 * GAP, 3)
-    colours = (PALETTE[batch["segmentation"][0] % len(PALETTE)] * 255).round().byte().numpy()
+    colours = np.array([*palette, *[(0, 0, 0)] * 252], np.uint8)[batch["segmentation"][0]]
     np.testing.assert_array_equal(frames[:, :, :32], colours)
     np.testing.assert_array_equal(frames[:, :, -32:], as_frames(batch["video"][0]))
     output = frames[:, :, 32 + GAP : 64 + GAP]

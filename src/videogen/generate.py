@@ -45,7 +45,12 @@ def generate(cfg: DictConfig) -> list[Path]:
     batches = math.ceil(num_videos / datamodule.batch_size)
     trainer = build_trainer(cfg, [RichProgressBar()], [])
     trainer.limit_predict_batches = batches
-    outputs: list[Any] = trainer.predict(task, datamodule=datamodule) or []
+    # A batch whose every clip was unreadable gives None (its files are logged as skipped).
+    outputs: list[Any] = [
+        output
+        for output in trainer.predict(task, datamodule=datamodule) or []
+        if output is not None
+    ]
 
     written: list[Path] = []
     output_dir = Path(cfg.output_dir)

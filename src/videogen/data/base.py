@@ -146,6 +146,8 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
     provides: ClassVar[frozenset[str]] = frozenset()
     # The config key that sets the size of a split, where one does (synthetic, Moving MNIST).
     split_size_keys: ClassVar[dict[str, str]] = {}
+    # Colours (RGB, 0-255) of the segmentation class ids, for label panels; None: no classes.
+    palette: ClassVar[tuple[tuple[int, int, int], ...] | None] = None
 
     def __init__(
         self,

@@ -13,7 +13,8 @@ and test use the centre clip of each. Cityscapes' test split has no labels, so `
 `val` folder unless `test_split_dir` says otherwise.
 
 Scanning a split walks thousands of files, so its result is cached as JSON (in `root`, or in
-`index_cache`); the cache is rebuilt when a folder of the split changes.
+`index_cache`); the cache is rebuilt when a folder of the split changes. A clip with a missing
+or corrupt PNG (frame or map) is skipped and counted like an unreadable video.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import zlib
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,6 +38,7 @@ from torch.utils.data import Dataset
 from videogen.config import require_positive_int
 from videogen.data import transforms
 from videogen.data.base import VideoDataModule
+from videogen.data.clips import BAD_KEY, collate_skipping_bad
 from videogen.data.index_cache import cached_index
 from videogen.errors import ConfigError
 
@@ -57,6 +61,30 @@ LABEL_TO_TRAIN_ID = np.full(256, IGNORE_ID, dtype=np.int64)
 LABEL_TO_TRAIN_ID[list(EVALUATED_LABEL_IDS)] = np.arange(NUM_TRAIN_IDS)
 # instanceIds maps store class * 1000 + k for things and the bare class id for everything else.
 FIRST_INSTANCE_ID = 1000
+# Cityscapes' official colours of the 19 train ids (cityscapesScripts' labels.py); 255 = ignore.
+TRAIN_ID_COLOURS = (
+    (128, 64, 128),  # road
+    (244, 35, 232),  # sidewalk
+    (70, 70, 70),  # building
+    (102, 102, 156),  # wall
+    (190, 153, 153),  # fence
+    (153, 153, 153),  # pole
+    (250, 170, 30),  # traffic light
+    (220, 220, 0),  # traffic sign
+    (107, 142, 35),  # vegetation
+    (152, 251, 152),  # terrain
+    (70, 130, 180),  # sky
+    (220, 20, 60),  # person
+    (255, 0, 0),  # rider
+    (0, 0, 142),  # car
+    (0, 0, 70),  # truck
+    (0, 60, 100),  # bus
+    (0, 80, 100),  # train
+    (0, 0, 230),  # motorcycle
+    (119, 11, 32),  # bicycle
+)
+# What reading a missing, truncated or corrupt PNG raises (PIL reports broken chunks as SyntaxError).
+UNREADABLE_PNG_ERRORS = (OSError, ValueError, SyntaxError, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -219,24 +247,43 @@ class CityscapesSequenceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for a dataset of {len(self)} clips")
-        snippet_number, start = self.clips[index]
-        snippet = self.snippets[snippet_number]
+    def read_pngs(
+        self, snippet: Snippet, start: int, reading: Callable[[Path], None]
+    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        """Frames, train-id maps and instance maps of the clip starting at `start`; `reading` is
+        told each file before it is opened."""
         positions = range(start, start + self.num_frames * self.frame_stride, self.frame_stride)
         frames, labels, instances = [], [], []
         frame_dir, map_dir = self.frame_root / snippet.city, self.map_root / snippet.city
         for position in positions:
             stem = snippet.stem(position)
+            reading(frame_dir / (stem + FRAME_SUFFIX))
             with Image.open(frame_dir / (stem + FRAME_SUFFIX)) as image:
                 frames.append(np.array(image.convert("RGB")))
+            if frames[-1].shape != frames[0].shape:
+                raise ValueError(f"a frame of {frames[-1].shape[:2]}, not {frames[0].shape[:2]}")
+            reading(map_dir / (stem + LABEL_SUFFIX))
             labels.append(LABEL_TO_TRAIN_ID[read_map(map_dir / (stem + LABEL_SUFFIX))])
             if snippet.instances[position]:
+                reading(map_dir / (stem + INSTANCE_SUFFIX))
                 instance = read_map(map_dir / (stem + INSTANCE_SUFFIX))
                 instances.append(np.where(instance >= FIRST_INSTANCE_ID, instance, 0))
             else:
                 instances.append(np.zeros(labels[-1].shape, np.int64))
+        return frames, labels, instances
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """The clip at `index`, or, when one of its PNGs cannot be read, a marker naming that
+        file (the collate function drops it from the batch and the datamodule counts it)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} clips")
+        snippet_number, start = self.clips[index]
+        snippet = self.snippets[snippet_number]
+        reading: list[Path] = []  # the file being read, for the report if it fails
+        try:
+            frames, labels, instances = self.read_pngs(snippet, start, reading.append)
+        except UNREADABLE_PNG_ERRORS as error:
+            return {BAD_KEY: str(reading[-1]), "reason": f"{type(error).__name__}: {error}"}
         video = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
         # Maps from a segmentation network may be smaller than the frames: align them first.
         frame_size = video.shape[-2:]
@@ -268,6 +315,7 @@ class CityscapesSequenceDataModule(VideoDataModule):
     provides: ClassVar[frozenset[str]] = frozenset(
         {"video", "segmentation", "instance", "video_index", "view_index"}
     )
+    palette = TRAIN_ID_COLOURS
 
     def __init__(
         self,
@@ -283,6 +331,7 @@ class CityscapesSequenceDataModule(VideoDataModule):
         num_classes: int = 0,
         num_segmentation_classes: int = NUM_TRAIN_IDS,
         flip: bool = True,
+        max_bad_fraction: float = 0.01,
         mean: Any = (0.5, 0.5, 0.5),
         std: Any = (0.5, 0.5, 0.5),
         **loader_options: Any,
@@ -308,6 +357,11 @@ class CityscapesSequenceDataModule(VideoDataModule):
         self.frame_stride = require_positive_int("data.frame_stride", frame_stride)
         self.num_segmentation_classes = num_segmentation_classes
         self.flip = flip
+        if not 0 <= max_bad_fraction <= 1:
+            raise ConfigError(
+                f"data.max_bad_fraction must be between 0 and 1, got {max_bad_fraction}."
+            )
+        self.bad_videos.max_fraction = max_bad_fraction
         self.warned_no_instances = False
 
     def cache_path(self, split_dir: str) -> Path:
@@ -363,3 +417,6 @@ class CityscapesSequenceDataModule(VideoDataModule):
             self.width,
             flip_probability=0.5 if self.flip and split == "train" else 0.0,
         )
+
+    def collate_fn(self) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+        return collate_skipping_bad

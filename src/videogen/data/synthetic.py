@@ -199,6 +199,8 @@ class SyntheticVideoDataModule(VideoDataModule):
         "test": "data.test_size",
     }
     num_segmentation_classes = len(SHAPE_CLASSES) + 1
+    # Label colours: dark grey background, red circles, green squares, blue triangles.
+    palette = ((48, 48, 48), (230, 25, 75), (60, 180, 75), (0, 130, 200))
 
     def __init__(
         self,

@@ -86,7 +86,9 @@ class PixelSpaceTask(VideoTask):
 
     def predict_step(
         self, batch: dict[str, torch.Tensor], batch_idx: int
-    ) -> tuple[dict[str, torch.Tensor], int]:
+    ) -> tuple[dict[str, torch.Tensor], int] | None:
+        if "video" not in batch:  # every clip of this batch was unreadable and skipped
+            return None
         return self.generation_panels(batch)
 
     def log_quality(
@@ -154,6 +156,8 @@ class AutoencoderTask(PixelSpaceTask):
         return self.net(target), target
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        if "video" not in batch:  # every clip of this batch was unreadable and skipped
+            return None
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         reconstruction, target = self.reconstruct(self.pixels(batch))
@@ -181,6 +185,8 @@ class AutoencoderTask(PixelSpaceTask):
         self.step_schedulers()
 
     def evaluation_step(self, batch: dict[str, torch.Tensor], split: str) -> None:
+        if "video" not in batch:  # every clip of this batch was unreadable and skipped
+            return None
         pixels = self.pixels(batch)
         reconstruction, _ = self.reconstruct(pixels)
         self.log_quality(split, self.net.to_unit_range(reconstruction).clamp(0, 1), pixels)
@@ -309,7 +315,9 @@ class PredictionTask(PixelSpaceTask):
         """Decode then re-encode predicted features, as they are fed back at inference."""
         return self.encode(self.decode(features).clamp(0, 1))
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        if "video" not in batch:  # every clip of this batch was unreadable and skipped
+            return None
         pixels = self.pixels(batch)
         self.check_frame_size(pixels)
         context, future = self.clip_split(pixels.shape[1])
@@ -365,6 +373,8 @@ class PredictionTask(PixelSpaceTask):
         return self.decode(features).clamp(0, 1)
 
     def evaluation_step(self, batch: dict[str, torch.Tensor], split: str) -> None:
+        if "video" not in batch:  # every clip of this batch was unreadable and skipped
+            return None
         pixels = self.pixels(batch)
         self.check_frame_size(pixels)
         context, future = self.clip_split(pixels.shape[1])

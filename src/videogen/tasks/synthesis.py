@@ -58,13 +58,28 @@ log = logging.getLogger(__name__)
 
 # Instance features kept (at most) to fit the per-class style mixture.
 MAX_STYLE_SAMPLES = 20_000
-# Colours of the label panel in generated videos (class id modulo the palette length).
-PALETTE = torch.tensor(
-    [
-        [0.0, 0.0, 0.0], [0.9, 0.3, 0.3], [0.3, 0.8, 0.3], [0.3, 0.4, 0.9], [0.9, 0.8, 0.2],
-        [0.8, 0.3, 0.8], [0.2, 0.8, 0.8], [0.6, 0.6, 0.6], [0.9, 0.5, 0.1], [0.5, 0.2, 0.6],
-    ]
+# Label-panel colours (RGB, 0-255) for data that names none of its own, repeated over the classes.
+FALLBACK_COLOURS = (
+    (0, 0, 0), (230, 77, 77), (77, 204, 77), (77, 102, 230), (230, 204, 51),
+    (204, 77, 204), (51, 204, 204), (153, 153, 153), (230, 128, 26), (128, 51, 153),
 )  # fmt: skip
+
+
+def label_palette(colours: Any, num_classes: int) -> torch.Tensor:
+    """(K, 3) float colours in [0, 1] of the class ids: the data's own `colours` (RGB 0-255),
+    or, without them, the fallback colours repeated over `num_classes` ids."""
+    if colours is None:
+        colours = [FALLBACK_COLOURS[k % len(FALLBACK_COLOURS)] for k in range(max(1, num_classes))]
+    return torch.tensor([list(c) for c in colours], dtype=torch.float32) / 255
+
+
+def colour_labels(segmentation: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+    """Class-id maps (B, T, H, W) -> colour video (B, T, 3, H, W) in [0, 1]: id k gets
+    palette[k]; ids outside the palette (255 = ignore) are black."""
+    palette = palette.to(segmentation.device)
+    known = (segmentation >= 0) & (segmentation < len(palette))
+    colours = palette[segmentation.clamp(0, len(palette) - 1)] * known.unsqueeze(-1)
+    return colours.permute(0, 1, 4, 2, 3)
 
 
 class SequenceBuffers:
@@ -142,6 +157,7 @@ class SynthesisTask(PixelSpaceTask):
         fid_network_path: str | None = None,
         fvd_network_path: str | None = None,
         channels_last: bool | None = None,
+        palette: list[list[int]] | None = None,
     ) -> None:
         super().__init__(net, optimizer, scheduler)
         self.save_hyperparameters(logger=False)
@@ -215,10 +231,21 @@ class SynthesisTask(PixelSpaceTask):
         self.style_samples: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.skipped_steps = 0
         self.automatic_optimization = False
+        # The label panel's colours: the training data's (kept in the hyper-parameters, so a
+        # checkpoint draws its labels alone), else fallback colours.
+        self.palette = label_palette(palette, generator.num_classes)
         if coarse_ckpt:
             self.load_coarser_generator(coarse_ckpt)
 
     # ----- setup ------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Take the data's class colours when training, or when the checkpoint has none."""
+        super().setup(stage)
+        colours = getattr(self.attached_datamodule, "palette", None)
+        if colours is not None and (stage == "fit" or self.hparams.get("palette") is None):
+            self.hparams["palette"] = [[int(v) for v in colour] for colour in colours]
+            self.palette = label_palette(self.hparams["palette"], self.net.num_classes)
+
     def load_coarser_generator(self, path: str) -> None:
         """Progressive training: start G's global level (and enhancers) from a coarser run."""
         checkpoint = read_checkpoint(path)
@@ -424,6 +451,8 @@ class SynthesisTask(PixelSpaceTask):
         return True
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        if "video" not in batch:  # every clip of this batch was unreadable and skipped
+            return None
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         opt_g, opt_di = optimizers[0], optimizers[1]
@@ -539,6 +568,8 @@ class SynthesisTask(PixelSpaceTask):
         return ((fake + 1) / 2).clamp(0, 1), real
 
     def evaluation_step(self, batch: dict[str, torch.Tensor], split: str) -> None:
+        if "video" not in batch:  # every clip of this batch was unreadable and skipped
+            return None
         fake, real = self.synthesize(batch)
         batch_size = real.shape[0]
         values = {"psnr": frame_psnr(fake, real), "ssim": frame_ssim(fake, real)}
@@ -588,6 +619,5 @@ class SynthesisTask(PixelSpaceTask):
     ) -> tuple[dict[str, torch.Tensor], int]:
         """Videos in [0, 1] side by side: labels | output | truth."""
         fake, real = self.synthesize(batch)
-        palette = PALETTE.to(fake.device)
-        labels = palette[batch["segmentation"] % len(palette)].permute(0, 1, 4, 2, 3)
+        labels = colour_labels(batch["segmentation"], self.palette).to(fake)
         return {"labels": labels, "output": fake, "truth": real}, 0
