@@ -4,7 +4,9 @@ Each video becomes H.264 with its short side at `short_side` and a keyframe ever
 `keyframe_interval` frames (what mmaction2 recommends for decord's exact frame access), under
 `output_root` with the same relative path (suffix .mp4); annotation files are copied alongside.
 The run is resumable: finished files are skipped, and each file is written under a temporary
-name and renamed when complete, so a killed run leaves no half-written video behind.
+name in its folder and renamed when complete, so a killed run leaves no half-written video
+behind and a failed file leaves nothing. Files that fail (an unreadable source, a full disk)
+are reported one by one, and the run then exits with status 2 and their count.
 Afterwards train with `data.root=<output_root>`.
 """
 
@@ -22,18 +24,52 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from videogen.config import CONFIG_DIR
 from videogen.data.clips import VideoFileDataModule
 from videogen.data.decode import scaled_size
-from videogen.errors import ConfigError
+from videogen.errors import ConfigError, DataError
 from videogen.utils.build import build_datamodule
 from videogen.utils.cli import print_metrics, report_user_errors
 
 log = logging.getLogger(__name__)
 
 
+def partial_name(target: Path) -> Path:
+    """The temporary name `target` is written under, in the same folder (so renaming is atomic)."""
+    return target.with_name(target.name + ".partial")
+
+
 def reencode(source: Path, target: Path, short_side: int, keyframe_interval: int, crf: int) -> None:
-    """Decode `source` and write it to `target` as H.264 mp4 with the given size and keyframes."""
-    partial = target.with_name(target.name + ".partial")
+    """Decode `source` and write it to `target` as H.264 mp4 with the given size and keyframes.
+
+    Written under a temporary name and renamed when complete; on failure the temporary file is
+    removed and the error raised.
+    """
+    partial = partial_name(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(source)) as reader, av.open(str(partial), mode="w", format="mp4") as writer:
+    try:
+        encode_to(source, partial, short_side, keyframe_interval, crf)
+        partial.replace(target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def copy_file(source: Path, target: Path) -> None:
+    """Copy `source` to `target` through a temporary name; no partial copy is left behind."""
+    partial = partial_name(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, partial)
+        partial.replace(target)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise DataError(
+            f"could not write {target} ({error.strerror or error}): check that output_root is "
+            "writable and has free space."
+        ) from error
+
+
+def encode_to(source: Path, path: Path, short_side: int, keyframe_interval: int, crf: int) -> None:
+    """The encoding of `reencode`, written to `path`."""
+    with av.open(str(source)) as reader, av.open(str(path), mode="w", format="mp4") as writer:
         in_stream = reader.streams.video[0]
         rate = in_stream.average_rate or 30
         out_stream = None
@@ -61,7 +97,6 @@ def reencode(source: Path, target: Path, short_side: int, keyframe_interval: int
             raise ValueError("no video frames")
         for packet in out_stream.encode():
             writer.mux(packet)
-    partial.replace(target)
 
 
 def prepare(cfg: DictConfig) -> dict[str, float]:
@@ -78,9 +113,7 @@ def prepare(cfg: DictConfig) -> dict[str, float]:
     videos: dict[Path, Path] = {}
     for split in datamodule.splits:
         for path in datamodule.annotation_files(split):
-            copy_to = output_root / path.resolve().relative_to(root)
-            copy_to.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, copy_to)
+            copy_file(path, output_root / path.resolve().relative_to(root))
         for sample in datamodule.samples(split):
             source = Path(sample.path).resolve()
             relative = (
@@ -111,6 +144,12 @@ def prepare(cfg: DictConfig) -> dict[str, float]:
                     )
             progress.advance(task)
     print_metrics({k: float(v) for k, v in counts.items()}, title=f"prepared {output_root}")
+    if counts["failed"]:
+        raise DataError(
+            f"{counts['failed']} of {counts['videos']} videos could not be re-encoded into "
+            f"{output_root} (each is named in a warning above, and none left a partial file): "
+            "fix the sources or free space, then run prepare again, which skips finished files."
+        )
     return counts
 
 
