@@ -6,6 +6,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+
 from tests.conftest import REPO_ROOT, cli_env
 
 

@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import CONF_ROOT, REPO_ROOT, cli_env
 
 
