@@ -26,6 +26,7 @@ from videogen.errors import CheckpointError, ConfigError
 from videogen.tasks.base import CHECKPOINT_KEY, VideoTask, checkpoint_task, read_checkpoint
 from videogen.utils.build import build_datamodule, build_loggers, build_trainer, choice
 from videogen.utils.cli import print_metrics, report_user_errors, save_metrics
+from videogen.utils.stored_targets import check_stored_targets, overridden_keys, resolves_within
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,11 @@ def stored_run_config(path: str) -> dict[str, Any]:
 def load_task(path: str) -> VideoTask:
     """The task stored in the checkpoint at `path`, of whichever class wrote it."""
     checkpoint = read_checkpoint(path)
-    task_cls = get_class(checkpoint_task(checkpoint, path))
+    recorded = checkpoint_task(checkpoint, path)
+    # Importing the recorded name is the first thing the file steers: only videogen's tasks.
+    if not resolves_within(recorded, ("videogen.tasks.",), ()):
+        raise CheckpointError(f"{path} names the task {recorded!r}, which is not a videogen task.")
+    task_cls = get_class(recorded)
     if not issubclass(task_cls, VideoTask):
         raise CheckpointError(f"{path} names {task_cls.__name__}, which is not a videogen task.")
     return task_cls.load_from_checkpoint(path)
@@ -146,6 +151,8 @@ def register_checkpoint_config(argv: list[str], command: str = "videogen.evaluat
     node = stored_run_config(path) if path else {}
     for key in ("hydra", "ckpt_path", "task_name"):
         node.pop(key, None)
+    # Before Hydra sees the config; what the command line replaces is the user's own choice.
+    check_stored_targets(node, f"the run config stored in {path}", overridden_keys(argv))
     ConfigStore.instance().store(name="checkpoint_run", node=node)
 
 

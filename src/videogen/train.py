@@ -16,6 +16,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from videogen.config import CONFIG_DIR
+from videogen.models.checkpoint_io import plain_data_loading
 from videogen.utils.build import (
     build_callbacks,
     build_datamodule,
@@ -27,7 +28,7 @@ from videogen.utils.build import (
     task_class,
 )
 from videogen.utils.cli import print_metrics, report_user_errors, save_metrics
-from videogen.utils.resume import resolve_ckpt_path
+from videogen.utils.resume import check_start_checkpoint, resolve_ckpt_path
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +65,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
         data_name=choice("data", datamodule_cls.__name__),
         model_name=choice("model", task_cls.__name__),
     )
+    # The checkpoint to continue from is checked (plain data, this task, this model and data,
+    # not a finished run) before anything is built.
+    run_choices = {group: choice(group, "") for group in ("model", "data")}
+    ckpt_path = resolve_ckpt_path(
+        cfg.get("ckpt_path"), cfg.get("resume", "auto"), cfg.paths.output_dir
+    )
+    if ckpt_path is not None:
+        found = cfg.get("ckpt_path") in (None, "last")
+        check_start_checkpoint(ckpt_path, cfg, task_cls, run_choices, found=found)
     datamodule = build_datamodule(cfg)
     task = build_task(cfg)
     task.run_config = run_config_for_checkpoint(cfg)
+    task.run_choices = run_choices
 
     if cfg.trainer.get("compile"):
         # In place: the task and its state-dict keys stay as they are, only forward is compiled.
         task.net.compile()
 
-    ckpt_path = resolve_ckpt_path(
-        cfg.get("ckpt_path"), cfg.get("resume", "auto"), cfg.paths.output_dir
-    )
     loggers = build_loggers(cfg.get("logger"))
     trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks")), loggers)
     for logger in loggers:
@@ -83,7 +91,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     rank_zero_only(log.info)("Output folder: %s", cfg.paths.output_dir)
     rank_zero_only(log.info)(describe_batch(cfg, trainer))
     try:
-        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+        with plain_data_loading():
+            trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
         # Stopped by the scheduler; PreemptionCheckpoint has written checkpoints/preempted.ckpt.
         rank_zero_only(log.warning)(
@@ -96,7 +105,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("test_after_fit", True):
         best = best_checkpoint(trainer)
         log.info("Testing %s", best or "the final weights (no checkpoint was written)")
-        results = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)
+        with plain_data_loading():
+            results = trainer.test(
+                task, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
+            )
         metrics.update(results[0] if results else {})
 
     if trainer.is_global_zero:

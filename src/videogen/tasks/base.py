@@ -13,6 +13,13 @@ from hydra.utils import instantiate
 from torch import nn
 
 from videogen.errors import CheckpointError, IncompatibleDataError
+from videogen.models.checkpoint_io import (
+    is_sharded,
+    load_plain,
+    plain_data_loading,
+    read_sharded_checkpoint,
+)
+from videogen.utils.stored_targets import check_stored_targets
 
 # Key under which a checkpoint records which task wrote it and the run's whole config.
 CHECKPOINT_KEY = "videogen"
@@ -23,27 +30,25 @@ def task_id(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-# The file Lightning's FSDP strategy writes next to the shards of a sharded checkpoint folder.
-SHARDED_METADATA = "meta.pt"
-
-
 def consolidated(path: Path) -> Path:
     """A sharded (FSDP, `state_dict_type: sharded`) checkpoint folder as one ordinary checkpoint
-    file beside it, `<folder>.consolidated.ckpt`, written on first use (and when the folder is
-    newer). Other paths are returned as they are."""
-    if not (path.is_dir() and (path / SHARDED_METADATA).is_file()):
+    file beside it, `<folder>.consolidated.ckpt` (its weights and entries, every part read as
+    plain data), written on first use (and when the folder is newer). Other paths are returned
+    as they are."""
+    if not is_sharded(path):
         return path
-    from lightning_fabric.utilities.load import _load_distributed_checkpoint
-    from pytorch_lightning.utilities.consolidate_checkpoint import _format_checkpoint
-
     target = path.with_name(path.name + ".consolidated.ckpt")
     if not target.exists() or target.stat().st_mtime < path.stat().st_mtime:
-        torch.save(_format_checkpoint(_load_distributed_checkpoint(path)), target)
+        torch.save(read_sharded_checkpoint(path), target)
     return target
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a Lightning checkpoint on the CPU, or raise a one-sentence CheckpointError naming `path`."""
+    """Load a Lightning checkpoint on the CPU, or raise a one-sentence CheckpointError naming `path`.
+
+    Tensors and plain data only (`weights_only=True`): a file whose unpickling would run code is
+    refused before anything of it runs.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist: give the path of a .ckpt file.")
@@ -54,7 +59,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     try:
         # Memory-mapped: checking which task wrote a checkpoint reads no weights from disk.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        checkpoint = load_plain(path, mmap=True)
+    except CheckpointError:
+        raise
     except Exception as err:  # pickle, zip and EOF errors all mean "not a checkpoint"
         raise CheckpointError(
             f"{path} is not a Lightning checkpoint (it could not be loaded)."
@@ -137,8 +144,10 @@ class VideoTask(pl.LightningModule):
         self.net: nn.Module = instantiate(net)
         self.optimizer_config = optimizer
         self.scheduler_config = scheduler
-        # The whole run config (set by the train entry point) travels in every checkpoint.
+        # The whole run config and the config-group options it was composed from (`model`,
+        # `data`), set by the train entry point, travel in every checkpoint.
         self.run_config: dict[str, Any] | None = None
+        self.run_choices: dict[str, str] | None = None
 
     @classmethod
     def check_data(
@@ -224,6 +233,8 @@ class VideoTask(pl.LightningModule):
         meta["task"] = task_id(type(self))
         if self.run_config is not None:
             meta["config"] = self.run_config
+        if self.run_choices is not None:
+            meta["choices"] = self.run_choices
 
     @classmethod
     def load_from_checkpoint(
@@ -237,5 +248,12 @@ class VideoTask(pl.LightningModule):
                 f"{checkpoint_path} belongs to the task {recorded.rsplit('.', 1)[-1]} ({recorded}), "
                 f"not {cls.__name__}; load it with that task or evaluate it with videogen.evaluate."
             )
+        # The network, discriminators and optimiser are rebuilt from the stored hyper-parameters.
+        check_stored_targets(
+            checkpoint.get("hyper_parameters"), f"the hyper-parameters stored in {checkpoint_path}"
+        )
         kwargs.setdefault("map_location", "cpu")
-        return super().load_from_checkpoint(consolidated(Path(checkpoint_path)), *args, **kwargs)
+        with plain_data_loading():
+            return super().load_from_checkpoint(
+                consolidated(Path(checkpoint_path)), *args, weights_only=True, **kwargs
+            )

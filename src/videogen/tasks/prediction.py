@@ -33,6 +33,7 @@ from videogen.models.vptr.autoencoder import VPTRAutoencoder
 from videogen.models.vptr.far import VPTRFAR
 from videogen.models.vptr.nar import VPTRNAR
 from videogen.tasks.base import VideoTask, checkpoint_task, read_checkpoint, task_id
+from videogen.utils.stored_targets import check_stored_targets
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +223,7 @@ def load_autoencoder(path: str | None) -> tuple[dict[str, Any], dict[str, torch.
             "not the VPTR autoencoder: give a checkpoint trained with model=vptr_ae."
         )
     config = checkpoint["hyper_parameters"]["net"]
+    check_stored_targets(config, f"the autoencoder config stored in model.autoencoder_ckpt={path}")
     weights = {
         key.removeprefix("net."): value
         for key, value in checkpoint["state_dict"].items()

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from videogen.errors import ConfigError
+from videogen.models.checkpoint_io import load_plain
 
 # ITU-R BT.601 luma weights, the ones OpenCV's own RGB -> grey conversion uses.
 _LUMA = (0.299, 0.587, 0.114)
@@ -165,7 +166,7 @@ class RAFTFlowEstimator(FlowEstimator):
                 f"{'raft_small' if small else 'raft_large'} state-dict file."
             )
         network = raft_small(weights=None) if small else raft_large(weights=None)
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        state = load_plain(weights_path)
         network.load_state_dict(state)
         self.network: nn.Module = network.eval().requires_grad_(False)
 

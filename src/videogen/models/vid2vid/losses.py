@@ -15,7 +15,8 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
-from videogen.errors import ConfigError
+from videogen.errors import CheckpointError, ConfigError
+from videogen.models.checkpoint_io import load_plain
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,9 @@ def read_vgg_features_state(path: str | Path) -> dict[str, torch.Tensor]:
             "or leave the key unset to train without the perceptual loss."
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_plain(path)
+    except CheckpointError:
+        raise
     except Exception as error:  # any unpickling failure means the same thing to the user
         raise ConfigError(
             f"model.vgg_weights_path={path} is not a readable PyTorch state dict ({error})."
