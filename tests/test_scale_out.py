@@ -12,7 +12,7 @@ from pytorch_lightning.strategies import DDPStrategy, FSDPStrategy
 from tests.conftest import REPO_ROOT, assert_ok, run_cli
 from videogen.models.layers import Block
 from videogen.models.vptr.vidhrformer import VidHRFormerBlock
-from videogen.utils.build import build_loggers, build_trainer, strategy_from
+from videogen.utils.build import build_loggers, build_task, build_trainer, strategy_from
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_cli_run")
 
@@ -60,7 +60,8 @@ def test_ddp_config_is_one_process_per_device_without_unused_parameter_search(
     compose_train,
 ) -> None:
     cfg = compose_train("trainer=ddp_cpu", "trainer.devices=2", "trainer.compile=true")
-    trainer = build_trainer(cfg, [], [])  # `compile` is ours, not a Trainer argument
+    # `compile` is ours, not a Trainer argument; the default classifier uses all its parameters.
+    trainer = build_trainer(cfg, [], [], task=build_task(cfg))
     assert isinstance(trainer.strategy, DDPStrategy)
     assert trainer.num_devices == 2 and trainer.world_size == 2
     assert trainer.strategy._ddp_kwargs.get("find_unused_parameters") is False

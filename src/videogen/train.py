@@ -84,7 +84,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         task.net.compile()
 
     loggers = build_loggers(cfg.get("logger"))
-    trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks")), loggers)
+    trainer = build_trainer(cfg, build_callbacks(cfg.get("callbacks")), loggers, task=task)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 

@@ -34,7 +34,13 @@ BATCH_KEYS: dict[str, str] = {
 
 
 class BadVideoLog:
-    """Counts the videos skipped as unreadable, per split; stops the run past `max_fraction`."""
+    """Counts the videos skipped as unreadable, per split; stops the run past `max_fraction`.
+
+    The limit is on the count over all processes: under DDP each rank reads its share of the
+    data, and `record` is given a `total` that sums the ranks' counts, so every rank sees the
+    same number and stops at the same batch with the same sentence (a rank that stopped alone
+    would leave the others waiting in their next all-reduce).
+    """
 
     def __init__(self, max_fraction: float) -> None:
         self.max_fraction = max_fraction
@@ -43,17 +49,25 @@ class BadVideoLog:
         self.logged: set[str] = set()
 
     def record(
-        self, split: str, bad: list[tuple[str, str]], attempted: int, dataset_size: int
+        self,
+        split: str,
+        bad: list[tuple[str, str]],
+        attempted: int,
+        dataset_size: int,
+        total: Callable[[int], int] | None = None,
     ) -> None:
+        """Count a batch's unreadable videos; `total` turns this process's count of `split`
+        into the count over all processes (None: this process is the whole run)."""
         self.counts[split] = self.counts.get(split, 0) + len(bad)
         self.attempted[split] = self.attempted.get(split, 0) + attempted
         for path, reason in bad:
             if path not in self.logged:  # once per file, however many epochs
                 self.logged.add(path)
                 log.warning("Skipped an unreadable video: %s (%s)", path, reason)
-        if self.counts[split] > self.max_fraction * dataset_size:
+        skipped = total(self.counts[split]) if total else self.counts[split]
+        if skipped > self.max_fraction * dataset_size:
             raise DataError(
-                f"{self.counts[split]} of {dataset_size} {split} videos could not be read (more than "
+                f"{skipped} of {dataset_size} {split} videos could not be read (more than "
                 f"data.max_bad_fraction={self.max_fraction}); fix or remove them, or raise that limit."
             )
 
@@ -305,11 +319,29 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
             return "train"
         return "test" if trainer.testing else "val"
 
+    def summed_over_ranks(self, count: int) -> int:
+        """`count` summed over all processes of the run: one small all-reduce per batch of a
+        file dataset, which every rank makes at the same batch (their loaders are equally long).
+        Prediction loaders are not (their last batches are not padded), so there, and in a
+        one-process run, this process's count is returned as it is."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1 or trainer.predicting:
+            return count
+        strategy = trainer.strategy
+        summed = strategy.reduce(
+            torch.tensor(float(count), device=strategy.root_device), reduce_op="sum"
+        )
+        return int(summed.item())
+
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         if "num_attempted" in batch:
             split = self.current_split()
             self.bad_videos.record(
-                split, batch.pop("bad_videos"), batch.pop("num_attempted"), len(self.dataset(split))
+                split,
+                batch.pop("bad_videos"),
+                batch.pop("num_attempted"),
+                len(self.dataset(split)),
+                total=self.summed_over_ranks,
             )
         if "video" in batch and batch["video"].dtype == torch.uint8:
             batch["video"] = self.normalize(batch["video"])

@@ -133,6 +133,12 @@ class VideoTask(pl.LightningModule):
     # Convolutional tasks set this from their `channels_last` option: True / False, or None for
     # "on when running on CUDA". `setup` converts the task's conv weights accordingly.
     channels_last: bool | None = False
+    # Whether DDP must look, at every backward pass, for trainable parameters the loss did not
+    # use (rather than wait for their gradients forever). The search costs a walk over the
+    # autograd graph per backward, so only tasks whose losses skip some of their parameters set
+    # it (the GAN tasks: each player's update leaves the others' weights out); the trainer takes
+    # it from the task unless `trainer.strategy.find_unused_parameters` is set.
+    find_unused_parameters: bool = False
 
     def __init__(
         self,
@@ -209,6 +215,28 @@ class VideoTask(pl.LightningModule):
             if scheduler is not None:
                 schedulers.append({"scheduler": scheduler, "interval": "step"})
         return optimizers, schedulers
+
+    def finite_on_every_rank(self, loss: torch.Tensor) -> bool:
+        """Whether `loss` is finite on this rank and on every other one.
+
+        Under DDP each backward pass all-reduces gradients, so a rank that skips an update on
+        its own leaves the others waiting in that all-reduce: whether to skip is decided by all
+        ranks together (skip if any rank's loss is non-finite), with one small all-reduce.
+        """
+        non_finite = (~torch.isfinite(loss.detach())).any().float()
+        if self._trainer is not None and self.trainer.world_size > 1:
+            non_finite = self.trainer.strategy.reduce(non_finite, reduce_op="sum")
+        return not bool(non_finite)
+
+    def zero_loss(self) -> torch.Tensor:
+        """A loss of zero that reaches every trainable parameter (each gets a zero gradient).
+
+        What a rank with nothing to learn from (every clip of its batch unreadable) returns under
+        DDP: it still takes part in the gradient all-reduce that every other rank is waiting in,
+        adding nothing to the averaged gradient, and no rank needs to ask the others first.
+        """
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.stack([p.sum() for p in params]).sum() * 0.0
 
     def step_schedulers(self) -> None:
         """Advance every learning-rate scheduler by one step (manual optimisation)."""

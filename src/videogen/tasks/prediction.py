@@ -32,6 +32,7 @@ from videogen.metrics.frames import (
 from videogen.models.vptr.autoencoder import VPTRAutoencoder
 from videogen.models.vptr.far import VPTRFAR
 from videogen.models.vptr.nar import VPTRNAR
+from videogen.tasks.adversarial import AdversarialTask
 from videogen.tasks.base import VideoTask, checkpoint_task, read_checkpoint, task_id
 from videogen.utils.stored_targets import check_stored_targets
 
@@ -113,12 +114,12 @@ class PixelSpaceTask(VideoTask):
         return values
 
 
-class AutoencoderTask(PixelSpaceTask):
+class AutoencoderTask(AdversarialTask, PixelSpaceTask):
     """Stage 1: train the frame autoencoder (MSE + GDL + `gan_weight` x PatchGAN).
 
     Manual optimisation: each step updates the autoencoder, then the discriminator on the same
-    frames. `gan_weight=0` trains without a discriminator. `channels_last` (None: on when
-    running on CUDA) stores the conv weights channels-last.
+    frames (see tasks/adversarial.py). `gan_weight=0` trains without a discriminator.
+    `channels_last` (None: on when running on CUDA) stores the conv weights channels-last.
     """
 
     runtime_options: ClassVar[tuple[str, ...]] = ("channels_last",)
@@ -145,6 +146,8 @@ class AutoencoderTask(PixelSpaceTask):
         )
         self.gdl_weight = gdl_weight
         self.gan_weight = gan_weight
+        # Without a discriminator every step updates the whole autoencoder with one backward pass.
+        self.find_unused_parameters = self.discriminator is not None
         self.automatic_optimization = False
 
     def configure_optimizers(self) -> Any:
@@ -161,28 +164,30 @@ class AutoencoderTask(PixelSpaceTask):
             return None
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
-        reconstruction, target = self.reconstruct(self.pixels(batch))
-        mse = F.mse_loss(reconstruction, target)
-        loss = mse + self.gdl_weight * gradient_difference_loss(reconstruction, target)
-        fake_frames = reconstruction.flatten(0, 1)
-        if self.discriminator is not None:
-            # Generator step: the discriminator's weights get gradients here but are not stepped.
-            loss = loss + self.gan_weight * lsgan_loss(self.discriminator(fake_frames), real=True)
-        optimizers[0].zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        optimizers[0].step()
-        self.log("train/loss", loss, prog_bar=True, batch_size=target.shape[0])
-        self.log("train/mse", mse, batch_size=target.shape[0])
+        pixels = self.pixels(batch)
+        batch_size = pixels.shape[0]
+        with self.player(optimizers[0]):
+            reconstruction, target = self.reconstruct(pixels)
+            mse = F.mse_loss(reconstruction, target)
+            loss = mse + self.gdl_weight * gradient_difference_loss(reconstruction, target)
+            fake_frames = reconstruction.flatten(0, 1)
+            if self.discriminator is not None:
+                # The discriminator judges the reconstruction; its weights are frozen meanwhile.
+                loss = loss + self.gan_weight * lsgan_loss(
+                    self.discriminator(fake_frames), real=True
+                )
+            self.step(optimizers[0], loss)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/mse", mse, batch_size=batch_size)
 
         if self.discriminator is not None:
-            real = lsgan_loss(self.discriminator(target.flatten(0, 1)), real=True)
-            fake = lsgan_loss(self.discriminator(fake_frames.detach()), real=False)
-            loss_d = 0.5 * (real + fake)
-            optimizers[1].zero_grad(set_to_none=True)
-            self.manual_backward(loss_d)
-            optimizers[1].step()
-            self.log("train/loss_d", loss_d, batch_size=target.shape[0])
-
+            with self.player(optimizers[1]):
+                real = lsgan_loss(self.discriminator(target.flatten(0, 1)), real=True)
+                fake = lsgan_loss(self.discriminator(fake_frames.detach()), real=False)
+                loss_d = 0.5 * (real + fake)
+                self.step(optimizers[1], loss_d)
+            self.log("train/loss_d", loss_d, batch_size=batch_size)
+        self.log("train/skipped_steps", float(self.skipped_steps), batch_size=batch_size)
         self.step_schedulers()
 
     def evaluation_step(self, batch: dict[str, torch.Tensor], split: str) -> None:

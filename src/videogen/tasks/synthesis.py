@@ -51,6 +51,7 @@ from videogen.models.vid2vid.losses import (
     gan_loss,
     masked_l1,
 )
+from videogen.tasks.adversarial import AdversarialTask
 from videogen.tasks.base import checkpoint_task, read_checkpoint, task_id
 from videogen.tasks.prediction import PixelSpaceTask
 
@@ -109,7 +110,7 @@ class SequenceBuffers:
         return self.confidence_map
 
 
-class SynthesisTask(PixelSpaceTask):
+class SynthesisTask(AdversarialTask, PixelSpaceTask):
     """vid2vid (`model=vid2vid`): sequential generator + image and video discriminators.
 
     `net` is the SequentialGenerator (its `num_previous_frames=0` is the per-frame image-to-
@@ -437,19 +438,8 @@ class SynthesisTask(PixelSpaceTask):
         )
 
     # ----- training ---------------------------------------------------------------------------
-    def step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> bool:
-        """Backward, clip and step; a non-finite loss skips the update (counted) instead."""
-        optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            self.skipped_steps += 1
-            log.warning("Skipped a step with a non-finite loss (%d so far).", self.skipped_steps)
-            return False
-        self.manual_backward(loss)
-        if self.grad_clip_norm:
-            self.clip_gradients(optimizer, self.grad_clip_norm, "norm")
-        optimizer.step()
-        return True
-
+    # Each player's update is `step` (tasks/adversarial.py): backward, clip at grad_clip_norm,
+    # step, or skip on every rank when the loss is non-finite on any.
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         if "video" not in batch:  # every clip of this batch was unreadable and skipped
             return None
@@ -475,47 +465,52 @@ class SynthesisTask(PixelSpaceTask):
             end = min(start + self.frames_per_step, length)
             history = min(start, self.net.num_previous_frames)
             previous = torch.stack(generated[start - history : start], 1) if history else None
-            # E's style features are recomputed per chunk: its graph is freed with each chunk's.
-            fresh = start > 0 and self.feature_encoder is not None
-            chunk_labels = self.conditions(clip, real, False)[0] if fresh else labels
-            outputs = self.net.rollout(
-                chunk_labels[:, start - history : end],
-                None if foreground is None else foreground[:, start - history : end],
-                previous,
-            )
-            fake_new = torch.stack([out.frame for out in outputs], 1)
-            # The whole sequence so far, earlier chunks detached: D_V clips may span chunks.
-            all_fake = (
-                torch.cat([torch.stack(generated, 1), fake_new], 1) if generated else fake_new
-            )
+            with self.player(opt_g):  # D_I and D_V judge G's frames with frozen weights
+                # E's style features are recomputed per chunk: its graph is freed with each
+                # chunk's.
+                fresh = start > 0 and self.feature_encoder is not None
+                chunk_labels = self.conditions(clip, real, False)[0] if fresh else labels
+                outputs = self.net.rollout(
+                    chunk_labels[:, start - history : end],
+                    None if foreground is None else foreground[:, start - history : end],
+                    previous,
+                )
+                fake_new = torch.stack([out.frame for out in outputs], 1)
+                # The whole sequence so far, earlier chunks detached: D_V clips may span chunks.
+                all_fake = (
+                    torch.cat([torch.stack(generated, 1), fake_new], 1) if generated else fake_new
+                )
 
-            losses = self.generator_losses(outputs, start, chunk_labels, all_fake, buffers)
-            loss_g = sum(
-                (self.weights.get(name, 1.0) * value for name, value in losses.items()),
-                start=real.new_zeros(()),
-            )
-            if not self.step(opt_g, loss_g):
+                losses = self.generator_losses(outputs, start, chunk_labels, all_fake, buffers)
+                loss_g = sum(
+                    (self.weights.get(name, 1.0) * value for name, value in losses.items()),
+                    start=real.new_zeros(()),
+                )
+                updated = self.step(opt_g, loss_g)
+            if not updated:  # skipped on every rank alike, so the discriminators wait too
                 generated.extend(fake_new.detach().unbind(1))
                 continue
 
             fake_detached = all_fake.detach()
-            d_image = self.discriminator_loss(
-                self.image_scores(labels[:, start:end].detach(), fake_detached[:, start:end]),
-                self.image_scores(labels[:, start:end].detach(), real[:, start:end]),
-            )
-            self.step(opt_di, d_image)
+            with self.player(opt_di):
+                d_image = self.discriminator_loss(
+                    self.image_scores(labels[:, start:end].detach(), fake_detached[:, start:end]),
+                    self.image_scores(labels[:, start:end].detach(), real[:, start:end]),
+                )
+                self.step(opt_di, d_image)
             losses["d_image"] = d_image
             # D_V steps once the sequence holds a whole clip (K frames) that has a new frame.
             windows = self.video_windows(end, start) if opt_dv is not None else []
             if windows:
-                d_video = sum(
-                    self.discriminator_loss(
-                        self.video_scores(fake_detached, buffers, scale, stride, starts),
-                        self.video_scores(real, buffers, scale, stride, starts),
+                with self.player(opt_dv):
+                    d_video = sum(
+                        self.discriminator_loss(
+                            self.video_scores(fake_detached, buffers, scale, stride, starts),
+                            self.video_scores(real, buffers, scale, stride, starts),
+                        )
+                        for scale, stride, starts in windows
                     )
-                    for scale, stride, starts in windows
-                )
-                self.step(opt_dv, d_video)
+                    self.step(opt_dv, d_video)
                 losses["d_video"] = d_video
             losses["loss_g"] = loss_g
             for name, value in losses.items():

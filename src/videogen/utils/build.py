@@ -12,8 +12,15 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.accelerators import (
+    Accelerator,
+    CPUAccelerator,
+    CUDAAccelerator,
+    MPSAccelerator,
+)
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
+from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from videogen.callbacks.data_health import SkippedVideoReport
@@ -126,26 +133,81 @@ def strategy_from(node: Any) -> Any:
     return instantiate(node, **options)
 
 
-def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], loggers: list[Any]) -> pl.Trainer:
-    """The Lightning Trainer of `cfg.trainer` (videogen's own keys, like `compile`, removed)."""
+def runs_on_cpu(accelerator: Any) -> bool:
+    """Whether `trainer.accelerator` resolves to the CPU (`auto`: when no CUDA or MPS device is
+    present, as Lightning picks it)."""
+    if isinstance(accelerator, Accelerator):
+        return isinstance(accelerator, CPUAccelerator)
+    name = str(accelerator).lower()
+    if name == "auto":
+        return not (CUDAAccelerator.is_available() or MPSAccelerator.is_available())
+    return name == "cpu"
+
+
+def search_unused_parameters(trainer: pl.Trainer, task: VideoTask | None) -> None:
+    """Give a DDP strategy the task's `find_unused_parameters` unless the config chose it.
+
+    `trainer.strategy.find_unused_parameters: null` (the ddp configs), a strategy named by a
+    string (`ddp`) or chosen by `auto` leave the choice to the task; `true` is honoured; `false`
+    for a task that needs the search is one sentence here rather than DDP's error mid-step.
+    """
+    strategy = trainer.strategy
+    if not isinstance(strategy, DDPStrategy):
+        return
+    needed = task is not None and task.find_unused_parameters
+    # DDPStrategy keeps DistributedDataParallel's keyword arguments here until fit wraps the
+    # model, so the task's choice can still be made once the trainer exists (for every way of
+    # naming the strategy, `auto` included).
+    ddp_options = strategy._ddp_kwargs
+    chosen = ddp_options.get("find_unused_parameters")
+    if chosen is None:
+        ddp_options["find_unused_parameters"] = needed
+    elif not chosen and needed:
+        raise ConfigError(
+            f"{type(task).__name__} updates its generator and discriminators in separate backward "
+            "passes, each leaving the others' parameters unused, so DDP must look for unused "
+            "parameters: set trainer.strategy.find_unused_parameters to null (the task decides) "
+            "or true."
+        )
+
+
+def build_trainer(
+    cfg: DictConfig,
+    callbacks: list[pl.Callback],
+    loggers: list[Any],
+    task: VideoTask | None = None,
+) -> pl.Trainer:
+    """The Lightning Trainer of `cfg.trainer` (videogen's own keys, like `compile`, removed).
+
+    With `task` (the one to fit), a DDP strategy searches for unused parameters as the task
+    needs; sync batchnorm, which DDP supports on accelerators only, is turned off on the CPU.
+    """
     # The synthetic data is rendered in the main process on purpose; Lightning's advice to add
     # workers is noise there, and real datasets set data.num_workers themselves.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     options = container(cfg.trainer)
     options.pop("compile", None)
     options.pop("strategy", None)
+    if options.get("sync_batchnorm") and runs_on_cpu(options.get("accelerator", "auto")):
+        rank_zero_only(log.info)(
+            "trainer.sync_batchnorm is off: DDP synchronises BatchNorm statistics on GPUs only, "
+            "so on the CPU each process normalises with its own batch's statistics."
+        )
+        options["sync_batchnorm"] = False
     plugins = []
     if SLURMEnvironment.detect():
         # The launcher (submitit) owns requeueing; Lightning's own SLURM requeue would be a
         # second owner racing it for the same signal.
         plugins.append(SLURMEnvironment(auto_requeue=False))
-    return instantiate(
+    trainer = instantiate(
         options,
         strategy=strategy_from(cfg.trainer.get("strategy", "auto")),
         callbacks=[*callbacks, SkippedVideoReport()],
         logger=loggers or False,
         plugins=plugins or None,
     )
+    search_unused_parameters(trainer, task)
+    return trainer
 
 
 def run_config_for_checkpoint(cfg: DictConfig) -> dict[str, Any]:
