@@ -236,7 +236,9 @@ def test_a_non_finite_loss_on_one_rank_skips_the_update_on_both(tmp_path: Path) 
 # --------------------------------------------------------------------------- unreadable videos
 
 
-def kinetics_with_bad_videos(root: Path, bad: dict[int, list[int]]) -> list[str]:
+def kinetics_with_bad_videos(
+    root: Path, bad: dict[int, list[int]], model: str = "vit"
+) -> list[str]:
     """A 12-video Kinetics (3 classes x 4; two training steps of 2 clips per rank and a third
     one) whose training videos at the given (rank -> positions in that rank's epoch order)
     are truncated; returns the overrides that train on it."""
@@ -264,7 +266,7 @@ def kinetics_with_bad_videos(root: Path, bad: dict[int, list[int]]) -> list[str]
         f"data.root={root}",
         "data.num_classes=3",
         *TINY_VIDEO_OVERRIDES,
-        "model=vit",
+        f"model={model}",
         "trainer=ddp_cpu",
     ]
 
@@ -296,12 +298,14 @@ def test_the_bad_video_limit_counts_all_ranks_and_stops_them_together(
     assert result.stderr.count("error: ") == result.stderr.count(sentence)
 
 
+@pytest.mark.parametrize("model", ["vit", "vptr_ae_tiny"])
 def test_a_rank_whose_whole_batch_is_unreadable_still_steps_with_the_others(
-    tmp_path: Path,
+    tmp_path: Path, model: str
 ) -> None:
-    # Both clips of rank 1's first batch are unreadable; rank 0's batch is whole. Rank 1 joins
-    # rank 0's gradient all-reduce with zeros instead of skipping the step alone.
-    overrides = kinetics_with_bad_videos(tmp_path / "k400", {1: [0, 1]})
+    # Both clips of rank 1's first batch are unreadable; rank 0's batch is whole. A classifier
+    # on rank 1 joins rank 0's gradient all-reduce with zeros; a GAN task (several backward
+    # passes) skips that batch on both ranks. Either way no rank waits for the other.
+    overrides = kinetics_with_bad_videos(tmp_path / "k400", {1: [0, 1]}, model)
     run_dir = train(tmp_path / "run", *overrides, "data.max_bad_fraction=0.5")
     first, second = rank_states(run_dir)
     assert_ranks_agree(first, second)

@@ -216,6 +216,24 @@ class VideoTask(pl.LightningModule):
                 schedulers.append({"scheduler": scheduler, "interval": "step"})
         return optimizers, schedulers
 
+    @property
+    def distributed(self) -> bool:
+        """Whether this task trains in several processes (DDP, FSDP)."""
+        return self._trainer is not None and self.trainer.world_size > 1
+
+    def any_rank(self, flag: bool) -> bool:
+        """Whether `flag` holds on this rank or any other (one small all-reduce under DDP)."""
+        count = torch.tensor(float(flag), device=self.device)
+        if self.distributed:
+            count = self.trainer.strategy.reduce(count, reduce_op="sum")
+        return bool(count)
+
+    def empty_batch_loss(self) -> torch.Tensor | None:
+        """What automatic optimisation returns for a batch whose clips were all unreadable: None
+        (skip the step) in one process; under DDP a zero loss, so that this rank still joins the
+        gradient all-reduce the other ranks wait in."""
+        return self.zero_loss() if self.distributed else None
+
     def finite_on_every_rank(self, loss: torch.Tensor) -> bool:
         """Whether `loss` is finite on this rank and on every other one.
 
@@ -223,10 +241,7 @@ class VideoTask(pl.LightningModule):
         its own leaves the others waiting in that all-reduce: whether to skip is decided by all
         ranks together (skip if any rank's loss is non-finite), with one small all-reduce.
         """
-        non_finite = (~torch.isfinite(loss.detach())).any().float()
-        if self._trainer is not None and self.trainer.world_size > 1:
-            non_finite = self.trainer.strategy.reduce(non_finite, reduce_op="sum")
-        return not bool(non_finite)
+        return not self.any_rank(bool((~torch.isfinite(loss.detach())).any()))
 
     def zero_loss(self) -> torch.Tensor:
         """A loss of zero that reaches every trainable parameter (each gets a zero gradient).

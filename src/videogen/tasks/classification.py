@@ -118,11 +118,7 @@ class ClassificationTask(VideoTask):
 
     def shared_step(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor | None:
         if "video" not in batch:  # every clip of this batch was unreadable and skipped
-            if split == "train" and self._trainer is not None and self.trainer.world_size > 1:
-                # The other ranks' backward passes wait for this rank's gradients: it joins
-                # them with zeros rather than skipping the step alone.
-                return self.zero_loss()
-            return None  # one process: the step is skipped
+            return self.empty_batch_loss() if split == "train" else None
         video, labels = batch["video"], batch["label"]
         if split == "train" and (self.mixup_alpha or self.cutmix_alpha):
             video, mixed = mix_clips(video, labels, self.mixup_alpha, self.cutmix_alpha)

@@ -160,7 +160,8 @@ class AutoencoderTask(AdversarialTask, PixelSpaceTask):
         return self.net(target), target
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        if "video" not in batch:  # every clip of this batch was unreadable and skipped
+        # Every clip of a batch unreadable: all ranks skip it together (see AdversarialTask).
+        if self.any_rank("video" not in batch):
             return None
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
@@ -324,7 +325,7 @@ class PredictionTask(PixelSpaceTask):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         if "video" not in batch:  # every clip of this batch was unreadable and skipped
-            return None
+            return self.empty_batch_loss()
         pixels = self.pixels(batch)
         self.check_frame_size(pixels)
         context, future = self.clip_split(pixels.shape[1])

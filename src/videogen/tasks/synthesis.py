@@ -441,7 +441,8 @@ class SynthesisTask(AdversarialTask, PixelSpaceTask):
     # Each player's update is `step` (tasks/adversarial.py): backward, clip at grad_clip_norm,
     # step, or skip on every rank when the loss is non-finite on any.
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        if "video" not in batch:  # every clip of this batch was unreadable and skipped
+        # Every clip of a batch unreadable: all ranks skip it together (see AdversarialTask).
+        if self.any_rank("video" not in batch):
             return None
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
