@@ -8,7 +8,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install pins train evaluate test test-fast bench lint format clean
+.PHONY: help install pins train evaluate test test-slow test-all bench lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,11 +42,14 @@ train: $(STAMP) ## train (python -m videogen $(ARGS)); default: tiny ViViT on sy
 evaluate: $(STAMP) ## test a checkpoint: make evaluate ARGS='ckpt_path=outputs/.../best.ckpt'
 	$(BIN)/python -m videogen.evaluate $(ARGS)
 
-test: $(STAMP) ## run the whole test suite (GPU tests skip without CUDA)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
-
-test-fast: $(STAMP) ## run the tests not marked slow
+test: $(STAMP) ## run the test suite without the long learning runs (GPU tests skip without CUDA)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP) ## run only the long learning runs (marked slow), e.g. the default recipe's accuracy
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+test-all: $(STAMP) ## run every test, slow ones included
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) ## run every benchmark and write benchmarks/RESULTS.md (ARGS='--quick', '--only training')
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[bench]'
