@@ -20,14 +20,18 @@ from videogen.utils.build import build_datamodule, build_task
 
 @pytest.mark.slow
 def test_default_vivit_learns_the_direction_of_motion(tmp_path: Path) -> None:
-    """The defaults of `python -m videogen` (vivit_tiny, 3 epochs on synthetic video)."""
+    """The defaults of `python -m videogen` (vivit_tiny, 2 epochs of 40960 synthetic clips).
+
+    It reached test/acc 0.971 with torch 2.14.1 and with 2.15.0 on a 2-core AMD EPYC (0.977 with
+    one thread); the threshold keeps a margin for other CPUs and library versions (the earlier
+    3-epoch recipe of 16384 clips scored 0.87 to 0.93 and sat on its 0.90 threshold)."""
     result = run_cli(
         "videogen", "trainer=cpu", f"hydra.run.dir={tmp_path}", cwd=tmp_path, timeout=900
     )
     assert_ok(result)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     print(f"default vivit_tiny: test/acc={metrics['test/acc']:.4f}")
-    assert metrics["test/acc"] >= 0.90
+    assert metrics["test/acc"] >= 0.95
 
 
 def test_per_frame_vit_cannot_tell_a_clip_from_its_reversal(
