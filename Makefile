@@ -42,8 +42,12 @@ train: $(STAMP) ## train (python -m videogen $(ARGS)); default: tiny ViViT on sy
 evaluate: $(STAMP) ## test a checkpoint: make evaluate ARGS='ckpt_path=outputs/.../best.ckpt'
 	$(BIN)/python -m videogen.evaluate $(ARGS)
 
+# Two pytest workers: most tests wait on a CLI subprocess starting up, so two at a time keep
+# both cores busy. Whole files go to one worker, so a file's shared trained run is made once.
+PARALLEL := -n 2 --dist loadfile
+
 test: $(STAMP) ## run the test suite without the long learning runs (GPU tests skip without CUDA)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PARALLEL) -m "not slow" $(PYTEST_ARGS)
 
 test-slow: $(STAMP) ## run only the long learning runs (marked slow), e.g. the default recipe's accuracy
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
