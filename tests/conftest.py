@@ -25,6 +25,16 @@ TINY_DATA = [
     "data.test_size=16",
     "data.batch_size=4",
 ]
+# One epoch of two training batches, one validation and one test batch of TINY_DATA: a real
+# best.ckpt / last.ckpt in seconds.
+FAST_RUN = [
+    "trainer=cpu",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    *TINY_DATA,
+]
 
 
 def config_names(group: str) -> list[str]:

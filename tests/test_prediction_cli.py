@@ -18,18 +18,9 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from tests.conftest import TINY_DATA, assert_ok, assert_one_sentence_error, run_cli
+from tests.conftest import FAST_RUN, TINY_DATA, assert_ok, assert_one_sentence_error, run_cli
 from videogen.tasks.prediction import PredictionTask
 
-# One epoch of two batches, one validation and one test batch: a real best.ckpt in seconds.
-FAST = [
-    "trainer=cpu",
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=2",
-    "trainer.limit_val_batches=1",
-    "trainer.limit_test_batches=1",
-    *TINY_DATA,  # batches of 4 clips
-]
 # The synthetic data's defaults: 8 frames of 32x32, 4 context + 4 future.
 NUM_FRAMES, FUTURE_FRAMES, HEIGHT = 8, 4, 32
 STAGE2 = {"far": "vptr_far_tiny", "nar": "vptr_nar_tiny"}
@@ -56,7 +47,7 @@ def run_data(run_dir: Path) -> DictConfig:
 
 
 def train(run_dir: Path, *overrides: str) -> Path:
-    assert_ok(run_cli("videogen", *overrides, *FAST, f"hydra.run.dir={run_dir}", cwd=run_dir))
+    assert_ok(run_cli("videogen", *overrides, *FAST_RUN, f"hydra.run.dir={run_dir}", cwd=run_dir))
     return run_dir
 
 
@@ -252,7 +243,7 @@ def test_generate_from_the_autoencoder_shows_reconstructions(ae_run: Path, tmp_p
 
 def test_prediction_without_an_autoencoder_checkpoint_is_one_sentence(tmp_path: Path) -> None:
     result = run_cli(
-        "videogen", "model=vptr_far_tiny", *FAST, f"hydra.run.dir={tmp_path}", cwd=tmp_path
+        "videogen", "model=vptr_far_tiny", *FAST_RUN, f"hydra.run.dir={tmp_path}", cwd=tmp_path
     )
     assert_one_sentence_error(result, "model.autoencoder_ckpt", "model=vptr_ae")
 
@@ -274,7 +265,7 @@ def test_prediction_on_a_checkpoint_that_is_no_autoencoder_is_one_sentence(
         "videogen",
         "model=vptr_nar_tiny",
         f"model.autoencoder_ckpt={path}",
-        *FAST,
+        *FAST_RUN,
         f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path,
     )
@@ -290,7 +281,7 @@ def test_prediction_data_of_another_frame_size_is_one_sentence(
         f"model.autoencoder_ckpt={ae_run / 'checkpoints' / 'best.ckpt'}",
         "data.height=16",
         "data.width=16",
-        *FAST,
+        *FAST_RUN,
         f"hydra.run.dir={tmp_path}",
         cwd=tmp_path,
     )

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.conftest import TINY_DATA, assert_ok, assert_one_sentence_error, run_cli
+from tests.conftest import FAST_RUN, assert_ok, assert_one_sentence_error, run_cli
 from videogen.errors import CheckpointError
 from videogen.models.checkpoint_io import load_state_dict
 from videogen.models.vit import FrameViT, build_vit
@@ -23,15 +23,6 @@ from videogen.utils.stored_targets import check_stored_targets, overridden_keys
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_cli_run")
 
-# One epoch of two batches: a real best.ckpt / last.ckpt in seconds.
-FAST = [
-    "trainer=cpu",
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=2",
-    "trainer.limit_val_batches=1",
-    "trainer.limit_test_batches=1",
-    *TINY_DATA,
-]
 PLAIN_DATA = "is not a plain-data checkpoint"
 
 
@@ -47,7 +38,7 @@ class WritesMarker:
 
 def train(run_dir: Path, *overrides: str):
     run_dir.mkdir(parents=True, exist_ok=True)
-    return run_cli("videogen", *FAST, *overrides, f"hydra.run.dir={run_dir}", cwd=run_dir)
+    return run_cli("videogen", *FAST_RUN, *overrides, f"hydra.run.dir={run_dir}", cwd=run_dir)
 
 
 @pytest.fixture(scope="module")

@@ -127,6 +127,6 @@ def test_a_sharded_fsdp_checkpoint_folder_loads_for_evaluation(
     torch.save(meta, folder / "meta.pt")
 
     assert stored_run_config(str(folder))["model"]["_target_"] == cfg.model._target_
-    loaded = load_task(str(folder))
+    loaded, _ = load_task(str(folder))
     for name, value in task.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name

@@ -71,6 +71,16 @@ warnings.filterwarnings(
 )
 
 
+def dotted_leaves(node: Any, prefix: str) -> dict[str, Any]:
+    """A plain nested config as {"prefix.key.subkey": leaf value}; lists are leaves, compared whole."""
+    if not isinstance(node, dict) or not node:
+        return {prefix: node}
+    leaves: dict[str, Any] = {}
+    for key, value in node.items():
+        leaves.update(dotted_leaves(value, f"{prefix}.{key}"))
+    return leaves
+
+
 def require_positive_int(key: str, value: Any) -> int:
     """Return `value` as an int, or raise a ConfigError naming `key` if it is not a positive integer."""
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

@@ -20,7 +20,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import RichProgressBar
 
-from videogen.config import CONFIG_DIR
+from videogen.config import CONFIG_DIR, dotted_leaves
 from videogen.data.base import VideoDataModule
 from videogen.errors import CheckpointError, ConfigError
 from videogen.tasks.base import CHECKPOINT_KEY, VideoTask, checkpoint_task, read_checkpoint
@@ -53,8 +53,9 @@ def stored_run_config(path: str) -> dict[str, Any]:
     return config
 
 
-def load_task(path: str) -> VideoTask:
-    """The task stored in the checkpoint at `path`, of whichever class wrote it."""
+def load_task(path: str) -> tuple[VideoTask, dict[str, Any]]:
+    """The task stored in the checkpoint at `path`, of whichever class wrote it, and the run
+    config stored with it (empty if none)."""
     checkpoint = read_checkpoint(path)
     recorded = checkpoint_task(checkpoint, path)
     # Importing the recorded name is the first thing the file steers: only videogen's tasks.
@@ -63,25 +64,15 @@ def load_task(path: str) -> VideoTask:
     task_cls = get_class(recorded)
     if not issubclass(task_cls, VideoTask):
         raise CheckpointError(f"{path} names {task_cls.__name__}, which is not a videogen task.")
-    return task_cls.load_from_checkpoint(path)
-
-
-def dotted_items(node: Any, prefix: str) -> dict[str, Any]:
-    """A nested config as {"prefix.key.subkey": leaf value}; lists are leaves."""
-    if not isinstance(node, dict) or not node:
-        return {prefix: node}
-    items: dict[str, Any] = {}
-    for key, value in node.items():
-        items.update(dotted_items(value, f"{prefix}.{key}"))
-    return items
+    return task_cls.load_from_checkpoint(path), checkpoint[CHECKPOINT_KEY].get("config") or {}
 
 
 def changed_model_keys(cfg: DictConfig, stored: dict[str, Any]) -> list[str]:
     """The `model.*` keys set on the command line: those that differ from the run config stored
     in the checkpoint (compared unresolved, so `data.*` overrides that models interpolate do
     not count)."""
-    composed = dotted_items(OmegaConf.to_container(cfg.get("model", {}), resolve=False), "model")
-    saved = dotted_items(stored.get("model", {}), "model")
+    composed = dotted_leaves(OmegaConf.to_container(cfg.get("model", {}), resolve=False), "model")
+    saved = dotted_leaves(stored.get("model", {}), "model")
     return sorted(
         key
         for key in composed.keys() | saved.keys()
@@ -111,10 +102,10 @@ def apply_model_overrides(task: VideoTask, cfg: DictConfig, stored: dict[str, An
 
 def load_task_and_data(cfg: DictConfig) -> tuple[VideoTask, VideoDataModule]:
     """The checkpoint's task and the run's datamodule, checked to fit each other."""
-    task = load_task(cfg.ckpt_path)
+    task, stored = load_task(cfg.ckpt_path)
     # Evaluation-time options of a trained task (e.g. model.sample_style) follow the command
     # line; other model.* overrides are refused.
-    apply_model_overrides(task, cfg, stored_run_config(cfg.ckpt_path))
+    apply_model_overrides(task, cfg, stored)
     datamodule = build_datamodule(cfg)
     task.check_data(
         datamodule,

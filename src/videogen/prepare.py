@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import av
@@ -31,36 +33,33 @@ from videogen.utils.cli import print_metrics, report_user_errors
 log = logging.getLogger(__name__)
 
 
-def partial_name(target: Path) -> Path:
-    """The temporary name `target` is written under, in the same folder (so renaming is atomic)."""
-    return target.with_name(target.name + ".partial")
-
-
-def reencode(source: Path, target: Path, short_side: int, keyframe_interval: int, crf: int) -> None:
-    """Decode `source` and write it to `target` as H.264 mp4 with the given size and keyframes.
-
-    Written under a temporary name and renamed when complete; on failure the temporary file is
-    removed and the error raised.
-    """
-    partial = partial_name(target)
+@contextmanager
+def written_atomically(target: Path) -> Iterator[Path]:
+    """The temporary path to write `target` under, in the same folder (so renaming is atomic):
+    renamed to `target` when the block completes, removed if it raises."""
+    partial = target.with_name(target.name + ".partial")
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        encode_to(source, partial, short_side, keyframe_interval, crf)
+        yield partial
         partial.replace(target)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
 
 
+def reencode(source: Path, target: Path, short_side: int, keyframe_interval: int, crf: int) -> None:
+    """Decode `source` and write it to `target` as H.264 mp4 with the given size and keyframes;
+    a failure leaves no file behind and raises."""
+    with written_atomically(target) as partial:
+        encode_to(source, partial, short_side, keyframe_interval, crf)
+
+
 def copy_file(source: Path, target: Path) -> None:
     """Copy `source` to `target` through a temporary name; no partial copy is left behind."""
-    partial = partial_name(target)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, partial)
-        partial.replace(target)
+        with written_atomically(target) as partial:
+            shutil.copy2(source, partial)
     except OSError as error:
-        partial.unlink(missing_ok=True)
         raise DataError(
             f"could not write {target} ({error.strerror or error}): check that output_root is "
             "writable and has free space."

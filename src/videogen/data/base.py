@@ -33,6 +33,10 @@ BATCH_KEYS: dict[str, str] = {
 }
 
 
+# `split_size_keys` of the datamodules whose split sizes are config keys.
+SIZED_SPLITS: dict[str, str] = {split: f"data.{split}_size" for split in ("train", "val", "test")}
+
+
 class BadVideoLog:
     """Counts the videos skipped as unreadable, per split; stops the run past `max_fraction`.
 
@@ -158,7 +162,8 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
     """
 
     provides: ClassVar[frozenset[str]] = frozenset()
-    # The config key that sets the size of a split, where one does (synthetic, Moving MNIST).
+    # The config key that sets the size of a split, where one does (SIZED_SPLITS: synthetic,
+    # Moving MNIST).
     split_size_keys: ClassVar[dict[str, str]] = {}
     # Colours (RGB, 0-255) of the segmentation class ids, for label panels; None: no classes.
     palette: ClassVar[tuple[tuple[int, int, int], ...] | None] = None
@@ -177,6 +182,7 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
         std: Sequence[float] = (0.5, 0.5, 0.5),
         context_frames: int | None = None,
         future_frames: int | None = None,
+        max_bad_fraction: float = 1.0,
     ) -> None:
         super().__init__()
         self.num_frames = require_positive_int("data.num_frames", num_frames)
@@ -200,7 +206,12 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
             self.num_frames, context_frames, future_frames
         )
         self.datasets: dict[str, Dataset] = {}
-        self.bad_videos = BadVideoLog(max_fraction=1.0)
+        if not 0 <= max_bad_fraction <= 1:
+            raise ConfigError(
+                f"data.max_bad_fraction must be between 0 and 1, got {max_bad_fraction}."
+            )
+        # Datasets read from files set a limit (data.max_bad_fraction); rendered ones have none.
+        self.bad_videos = BadVideoLog(max_fraction=max_bad_fraction)
 
     @abc.abstractmethod
     def make_dataset(self, split: str) -> Dataset:

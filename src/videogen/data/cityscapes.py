@@ -343,7 +343,15 @@ class CityscapesSequenceDataModule(VideoDataModule):
                 f"{NUM_TRAIN_IDS}, got {channels}, {num_classes} and {num_segmentation_classes}."
             )
         super().__init__(
-            num_frames, height, width, channels, num_classes, mean=mean, std=std, **loader_options
+            num_frames,
+            height,
+            width,
+            channels,
+            num_classes,
+            mean=mean,
+            std=std,
+            max_bad_fraction=max_bad_fraction,
+            **loader_options,
         )
         self.root = Path(root)
         if not (self.root / FRAME_DIR).is_dir():
@@ -357,11 +365,6 @@ class CityscapesSequenceDataModule(VideoDataModule):
         self.frame_stride = require_positive_int("data.frame_stride", frame_stride)
         self.num_segmentation_classes = num_segmentation_classes
         self.flip = flip
-        if not 0 <= max_bad_fraction <= 1:
-            raise ConfigError(
-                f"data.max_bad_fraction must be between 0 and 1, got {max_bad_fraction}."
-            )
-        self.bad_videos.max_fraction = max_bad_fraction
         self.warned_no_instances = False
 
     def cache_path(self, split_dir: str) -> Path:

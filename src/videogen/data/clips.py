@@ -186,7 +186,15 @@ class VideoFileDataModule(VideoDataModule):
         **loader_options: Any,
     ) -> None:
         super().__init__(
-            num_frames, height, width, channels, num_classes, mean=mean, std=std, **loader_options
+            num_frames,
+            height,
+            width,
+            channels,
+            num_classes,
+            mean=mean,
+            std=std,
+            max_bad_fraction=max_bad_fraction,
+            **loader_options,
         )
         if channels != 3:
             raise ConfigError(f"data.channels must be 3 for RGB video files, got {channels}.")
@@ -198,12 +206,7 @@ class VideoFileDataModule(VideoDataModule):
             raise ConfigError(
                 f"data.short_video must be one of {sampling.SHORT_VIDEO_MODES}, got {short_video!r}."
             )
-        if not 0 <= max_bad_fraction <= 1:
-            raise ConfigError(
-                f"data.max_bad_fraction must be between 0 and 1, got {max_bad_fraction}."
-            )
         self.root = Path(root)
-        self.bad_videos.max_fraction = max_bad_fraction
         self.index_cache_dir = (
             Path(index_cache_dir) if index_cache_dir else self.root / ".videogen_index"
         )

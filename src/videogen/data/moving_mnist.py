@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from videogen.config import require_positive_int
 from videogen.data import transforms
-from videogen.data.base import VideoDataModule
+from videogen.data.base import SIZED_SPLITS, VideoDataModule
 from videogen.errors import ConfigError
 
 DEFAULT_FILE_NAME = "mnist_test_seq.npy"
@@ -93,11 +93,7 @@ class MovingMNISTDataModule(VideoDataModule):
     """
 
     provides: ClassVar[frozenset[str]] = frozenset({"video", "video_index", "view_index"})
-    split_size_keys: ClassVar[dict[str, str]] = {
-        "train": "data.train_size",
-        "val": "data.val_size",
-        "test": "data.test_size",
-    }
+    split_size_keys: ClassVar[dict[str, str]] = SIZED_SPLITS
 
     def __init__(
         self,

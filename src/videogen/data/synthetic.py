@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from videogen.config import require_positive_int, require_range
-from videogen.data.base import VideoDataModule
+from videogen.data.base import SIZED_SPLITS, VideoDataModule
 from videogen.errors import ConfigError
 
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
@@ -193,11 +193,7 @@ class SyntheticVideoDataModule(VideoDataModule):
     provides: ClassVar[frozenset[str]] = frozenset(
         {"video", "label", "segmentation", "instance", "video_index", "view_index"}
     )
-    split_size_keys: ClassVar[dict[str, str]] = {
-        "train": "data.train_size",
-        "val": "data.val_size",
-        "test": "data.test_size",
-    }
+    split_size_keys: ClassVar[dict[str, str]] = SIZED_SPLITS
     num_segmentation_classes = len(SHAPE_CLASSES) + 1
     # Label colours: dark grey background, red circles, green squares, blue triangles.
     palette = ((48, 48, 48), (230, 25, 75), (60, 180, 75), (0, 130, 200))

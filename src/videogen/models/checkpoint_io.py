@@ -118,7 +118,8 @@ def load_state_dict(path: str | Path, prefix: str = "") -> dict[str, torch.Tenso
 # Lightning's FSDP strategy (`state_dict_type: sharded`) writes a folder: tensor shards read by
 # torch.distributed.checkpoint, its index `.metadata` (a plain pickle, which that reader loads
 # with no restriction at all), non-tensor values (optimiser hyper-parameters) pickled inside
-# the shards (loaded with `weights_only=False`), and everything else in `meta.pt`.
+# the shards (which that reader unpickles without restriction too), and everything else in
+# `meta.pt`. Every part is read here under the same plain-data rules instead.
 
 SHARDED_METADATA = "meta.pt"
 SHARD_INDEX = ".metadata"

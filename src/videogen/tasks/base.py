@@ -222,11 +222,12 @@ class VideoTask(pl.LightningModule):
         return self._trainer is not None and self.trainer.world_size > 1
 
     def any_rank(self, flag: bool) -> bool:
-        """Whether `flag` holds on this rank or any other (one small all-reduce under DDP)."""
+        """Whether `flag` holds on this rank or any other (one small all-reduce under DDP; in
+        one process no tensor is made, so no device sync either)."""
+        if not self.distributed:
+            return flag
         count = torch.tensor(float(flag), device=self.device)
-        if self.distributed:
-            count = self.trainer.strategy.reduce(count, reduce_op="sum")
-        return bool(count)
+        return bool(self.trainer.strategy.reduce(count, reduce_op="sum"))
 
     def empty_batch_loss(self) -> torch.Tensor | None:
         """What automatic optimisation returns for a batch whose clips were all unreadable: None

@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from videogen.config import dotted_leaves
 from videogen.errors import CheckpointError, ConfigError
 from videogen.models.checkpoint_io import is_sharded, load_plain, read_sharded_checkpoint
 from videogen.tasks.base import CHECKPOINT_KEY, checkpoint_task, read_checkpoint, task_id
@@ -115,16 +116,6 @@ def free_on_resume(key: str) -> bool:
     )
 
 
-def flattened(node: Any, key: str) -> dict[str, Any]:
-    """{dotted key: value} of the leaves of a plain config (lists are compared whole)."""
-    if isinstance(node, dict) and node:
-        leaves: dict[str, Any] = {}
-        for name, value in node.items():
-            leaves.update(flattened(value, f"{key}.{name}"))
-        return leaves
-    return {key: node}
-
-
 def section(config: DictConfig, name: str) -> Any:
     """`config[name]` as plain data, interpolations resolved where they can be."""
     node = config.get(name)
@@ -139,8 +130,8 @@ def config_differences(stored: dict[str, Any], current: DictConfig) -> list[str]
     stored_config = OmegaConf.create(stored)
     differences = []
     for name in COMPARED_SECTIONS:
-        before = flattened(section(stored_config, name), name)
-        now = flattened(section(current, name), name)
+        before = dotted_leaves(section(stored_config, name), name)
+        now = dotted_leaves(section(current, name), name)
         for key in sorted(before.keys() | now.keys()):
             if free_on_resume(key) or before.get(key) == now.get(key):
                 continue

@@ -33,18 +33,23 @@ def init_gan_weights(module: nn.Module) -> None:
             nn.init.zeros_(layer.bias)
 
 
+def check_norm(norm: str) -> None:
+    """Refuse a discriminator norm other than "instance", "batch" or "none", naming its keys."""
+    if norm not in NORMS:
+        raise ConfigError(
+            f"the discriminators' norm (model.image_discriminator.norm, "
+            f"model.video_discriminator.norm) must be one of {list(NORMS)}, got {norm!r}."
+        )
+
+
 def norm_layer(norm: str, channels: int) -> nn.Module:
     """The normalisation named by `norm` ("instance", "batch" or "none") for `channels`."""
+    check_norm(norm)
     if norm == "instance":
         return nn.InstanceNorm2d(channels)
     if norm == "batch":
         return nn.BatchNorm2d(channels)
-    if norm == "none":
-        return nn.Identity()
-    raise ConfigError(
-        f"the discriminators' norm (model.image_discriminator.norm, "
-        f"model.video_discriminator.norm) must be one of {list(NORMS)}, got {norm!r}."
-    )
+    return nn.Identity()
 
 
 class PatchDiscriminator(nn.Module):
@@ -65,11 +70,7 @@ class PatchDiscriminator(nn.Module):
                 f"the discriminators' num_layers (model.image_discriminator.num_layers, "
                 f"model.video_discriminator.num_layers) must be at least 1, got {num_layers}."
             )
-        if norm not in NORMS:
-            raise ConfigError(
-                f"the discriminators' norm (model.image_discriminator.norm, "
-                f"model.video_discriminator.norm) must be one of {list(NORMS)}, got {norm!r}."
-            )
+        check_norm(norm)  # here too: the first block has no norm layer to refuse it
         # The first block has no normalisation, as in pix2pix: it would erase the input's scale.
         blocks: list[nn.Module] = [
             nn.Sequential(
