@@ -22,6 +22,7 @@ from pytorch_lightning.callbacks import RichProgressBar
 from videogen.config import CONFIG_DIR, require_positive_int
 from videogen.errors import CheckpointError, ConfigError
 from videogen.evaluate import load_task_and_data, register_checkpoint_config
+from videogen.tasks.protocols import ExampleVideos, Panels
 from videogen.utils.build import build_trainer
 from videogen.utils.cli import report_user_errors
 from videogen.utils.video_io import side_by_side, upscale_factor, write_video
@@ -37,7 +38,7 @@ def generate(cfg: DictConfig) -> list[Path]:
     if unknown:
         raise ConfigError(f"formats may hold mp4 and gif, got {unknown}: set formats=[mp4,gif].")
     task, datamodule = load_task_and_data(cfg)
-    if not hasattr(task, "generation_panels"):
+    if not isinstance(task, ExampleVideos):
         raise CheckpointError(
             f"{cfg.ckpt_path} is a {type(task).__name__} checkpoint, which makes no videos: "
             "generate works with prediction and synthesis checkpoints."
@@ -46,7 +47,7 @@ def generate(cfg: DictConfig) -> list[Path]:
     trainer = build_trainer(cfg, [RichProgressBar()], [])
     trainer.limit_predict_batches = batches
     # A batch whose every clip was unreadable gives None (its files are logged as skipped).
-    outputs: list[Any] = [
+    outputs: list[Panels] = [
         output
         for output in trainer.predict(task, datamodule=datamodule) or []
         if output is not None
@@ -55,14 +56,14 @@ def generate(cfg: DictConfig) -> list[Path]:
     written: list[Path] = []
     output_dir = Path(cfg.output_dir)
     index = 0
-    for panels, first_generated in outputs:
-        for example in range(next(iter(panels.values())).shape[0]):
+    for panels in outputs:
+        for example in range(next(iter(panels.videos.values())).shape[0]):
             if index == num_videos:
                 break
-            one = {name: video[example] for name, video in panels.items()}
+            one = {name: video[example] for name, video in panels.videos.items()}
             height = next(iter(one.values())).shape[-2]
             scale = upscale_factor(height, cfg.min_height)
-            frames = side_by_side(one, first_generated, scale)
+            frames = side_by_side(one, panels.first_generated, scale)
             for suffix in formats:
                 written.append(
                     write_video(output_dir / f"example_{index:03d}.{suffix}", frames, fps=cfg.fps)
@@ -72,7 +73,7 @@ def generate(cfg: DictConfig) -> list[Path]:
         "Wrote %d examples (%s, panels left to right: %s) to %s",
         index,
         "/".join(formats),
-        " | ".join(outputs[0][0]) if outputs else "-",
+        " | ".join(outputs[0].videos) if outputs else "-",
         output_dir,
     )
     return written

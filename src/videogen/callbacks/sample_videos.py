@@ -27,6 +27,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 
 from videogen.config import require_non_negative_int, require_positive_int
 from videogen.errors import ConfigError
+from videogen.tasks.protocols import ExampleVideos, LabelledClips, Panels
 from videogen.utils.video_io import encode_video, side_by_side, upscale_factor
 
 VIDEO_FORMATS = ("gif", "mp4")
@@ -67,19 +68,17 @@ def class_names(datamodule: Any) -> list[str] | None:
     return [str(name) for name in names] if names else None
 
 
-def panel_samples(
-    panels: dict[str, torch.Tensor], first_generated: int, min_height: int
-) -> list[VideoSample]:
+def panel_samples(panels: Panels, min_height: int) -> list[VideoSample]:
     """Videos from a task's `generation_panels`: one per example, panels side by side."""
-    first = next(iter(panels.values()))
+    first = next(iter(panels.videos.values()))
     scale = upscale_factor(first.shape[-2], min_height)
-    layout = " | ".join(panels)
+    layout = " | ".join(panels.videos)
     samples = []
     for i in range(first.shape[0]):
-        example = {name: video[i] for name, video in panels.items()}
+        example = {name: video[i] for name, video in panels.videos.items()}
         samples.append(
             VideoSample(
-                side_by_side(example, first_generated, scale),
+                side_by_side(example, panels.first_generated, scale),
                 f"example {i}: {layout} (red border: generated frames)",
             )
         )
@@ -113,13 +112,18 @@ def render_samples(
     batch: dict[str, Any],
     min_height: int,
     names: Sequence[str] | None = None,
+    to_unit_range: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[VideoSample]:
-    """What `task` shows for `batch` (no videos for a task that has no way to show any)."""
-    if hasattr(task, "generation_panels"):
-        panels, first_generated = task.generation_panels(batch)
-        return panel_samples(panels, first_generated, min_height)
-    if hasattr(task, "labelled_clips"):
+    """What `task` shows for `batch` (no videos for a task that has no way to show any).
+
+    `to_unit_range` maps a classifier's input clips back to [0, 1] (they are shown clamped to
+    it without one).
+    """
+    if isinstance(task, ExampleVideos):
+        return panel_samples(task.generation_panels(batch), min_height)
+    if isinstance(task, LabelledClips):
         clips, predicted = task.labelled_clips(batch)
+        clips = to_unit_range(clips) if to_unit_range else clips.clamp(0, 1)
         return clip_samples(clips, predicted, batch.get("label"), names, min_height)
     return []
 
@@ -237,7 +241,7 @@ class SampleVideoLogger(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if not self.active:
             return
-        if not hasattr(pl_module, "generation_panels") and not hasattr(pl_module, "labelled_clips"):
+        if not isinstance(pl_module, (ExampleVideos, LabelledClips)):
             rank_zero_warn(f"{type(pl_module).__name__} shows no videos: no samples are logged.")
             self.active = False
         elif isinstance(trainer.strategy, FSDPStrategy) and trainer.world_size > 1:
@@ -292,7 +296,19 @@ class SampleVideoLogger(pl.Callback):
         was_training = task.training
         task.eval()
         try:
+            datamodule = trainer.datamodule
+            pixel_range = getattr(task, "pixel_range", "standardized")
+
+            def to_unit_range(clips: torch.Tensor) -> torch.Tensor:
+                return datamodule.to_unit_range(clips, pixel_range)
+
             with torch.no_grad(), trainer.precision_plugin.forward_context():
-                return render_samples(task, batch, self.min_height, class_names(trainer.datamodule))
+                return render_samples(
+                    task,
+                    batch,
+                    self.min_height,
+                    class_names(datamodule),
+                    to_unit_range if hasattr(datamodule, "to_unit_range") else None,
+                )
         finally:
             task.train(was_training)

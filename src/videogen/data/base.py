@@ -155,6 +155,11 @@ class ResumableSampler(DistributedSampler):
         return iter(indices[done * self.batch_size :])
 
 
+# The ranges a task may ask `video` in (its `pixel_range`): the data's mean / std
+# standardisation (classifiers), [0, 1] (prediction) or [-1, 1] (tanh generators).
+PIXEL_RANGES = ("standardized", "unit", "signed")
+
+
 class VideoDataModule(pl.LightningDataModule, abc.ABC):
     """Base datamodule: builds loaders from `make_dataset(split)` and normalises video on the device.
 
@@ -324,6 +329,30 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
         """Inverse of `normalize`, back to float in [0, 1]."""
         return (video * self.std.to(video.device) + self.mean.to(video.device)).clamp_(0.0, 1.0)
 
+    def to_pixel_range(self, video: torch.Tensor, pixel_range: str) -> torch.Tensor:
+        """uint8 video -> float in `pixel_range` (one of PIXEL_RANGES), on video's device."""
+        if pixel_range == "standardized":
+            return self.normalize(video)
+        if pixel_range == "unit":
+            return video.float().div_(255.0)
+        if pixel_range == "signed":
+            return video.float().div_(127.5).sub_(1.0)
+        raise ValueError(f"unknown pixel range {pixel_range!r}: choose one of {PIXEL_RANGES}.")
+
+    def to_unit_range(self, video: torch.Tensor, pixel_range: str) -> torch.Tensor:
+        """Video delivered in `pixel_range` back to float in [0, 1] (for showing it)."""
+        if pixel_range == "standardized":
+            return self.denormalize(video)
+        if pixel_range == "signed":
+            return ((video + 1) / 2).clamp(0.0, 1.0)
+        return video.clamp(0.0, 1.0)
+
+    def wanted_pixel_range(self) -> str:
+        """The range the task being run asks for (`pixel_range`; standardized without one)."""
+        trainer = self._trainer if hasattr(self, "_trainer") else None
+        task = trainer.lightning_module if trainer is not None else None
+        return getattr(task, "pixel_range", "standardized")
+
     def current_split(self) -> str:
         trainer = self.trainer
         if trainer is None or trainer.training:
@@ -355,5 +384,6 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
                 total=self.summed_over_ranks,
             )
         if "video" in batch and batch["video"].dtype == torch.uint8:
-            batch["video"] = self.normalize(batch["video"])
+            # Delivered in the range the task declares: it never undoes a normalisation.
+            batch["video"] = self.to_pixel_range(batch["video"], self.wanted_pixel_range())
         return batch

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from videogen.errors import ConfigError
-from videogen.models.vid2vid.flow import warp
+from videogen.models.layers import warp
 
 log = logging.getLogger(__name__)
 

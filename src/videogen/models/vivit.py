@@ -29,8 +29,11 @@ from videogen.models.layers import (
     FactorisedDotProductAttention,
     FactorisedSelfAttentionBlock,
     Grid,
+    TubeletEmbedding,
+    init_weights,
     run_blocks,
 )
+from videogen.models.vivit_init import init_from_vit
 
 VARIANTS = (
     "spatio_temporal",
@@ -40,30 +43,18 @@ VARIANTS = (
 )
 
 
-class TubeletEmbedding(nn.Module):
-    """Non-overlapping (t, h, w) tubelets -> tokens (B, T/t, H/h * W/w, D) with a Conv3d."""
-
-    def __init__(self, in_chans: int, embed_dim: int, tubelet_size: Sequence[int]) -> None:
-        super().__init__()
-        self.tubelet_size = tuple(int(s) for s in tubelet_size)
-        self.proj = nn.Conv3d(
-            in_chans, embed_dim, kernel_size=self.tubelet_size, stride=self.tubelet_size
-        )
-
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        x = self.proj(video.transpose(1, 2))  # B, D, T', H', W'
-        return rearrange(x, "b d t h w -> b t (h w) d")
-
-
 class ViViT(nn.Module):
     """Video vision transformer; `variant` picks one of the paper's four models (see module doc)."""
+
+    # Options of `load_pretrained_state`, given beside `pretrained_path` in the net config.
+    pretrained_options = ("tubelet_init",)
 
     def __init__(
         self,
         num_classes: int,
         num_frames: int,
         img_size: int | Sequence[int],
-        in_chans: int = 3,
+        in_channels: int = 3,
         variant: str = "factorised_encoder",
         tubelet_size: Sequence[int] = (2, 16, 16),
         embed_dim: int = 768,
@@ -77,8 +68,6 @@ class ViViT(nn.Module):
         drop_path_rate: float = 0.0,
         temporal_first: bool = True,
         grad_checkpointing: bool = False,
-        pretrained_path: str | None = None,
-        tubelet_init: str = "central_frame",
     ) -> None:
         super().__init__()
         if variant not in VARIANTS:
@@ -115,7 +104,7 @@ class ViViT(nn.Module):
         self.grad_checkpointing = grad_checkpointing
         frames, tokens = self.grid
 
-        self.patch_embed = TubeletEmbedding(in_chans, embed_dim, tubelet_size)
+        self.patch_embed = TubeletEmbedding(in_channels, embed_dim, tubelet_size)
         uses_cls = variant in ("spatio_temporal", "factorised_encoder")
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if uses_cls else None
         # Model 2's spatial encoder sees one frame at a time; the others see every token at once.
@@ -124,13 +113,16 @@ class ViViT(nn.Module):
         self.pos_drop = nn.Dropout(drop_rate)
 
         block_options = dict(
-            mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            drop_rate=drop_rate,
+            attn_drop_rate=attn_drop_rate,
         )
         rates = torch.linspace(0, drop_path_rate, depth).tolist()
         if variant == "factorised_self_attention":
             self.blocks = nn.ModuleList(
                 FactorisedSelfAttentionBlock(
-                    embed_dim, num_heads, temporal_first, drop_path=r, **block_options
+                    embed_dim, num_heads, temporal_first, drop_path_rate=r, **block_options
                 )
                 for r in rates
             )
@@ -140,7 +132,8 @@ class ViViT(nn.Module):
             )
             extra = {"attention": attention} if attention else {}
             self.blocks = nn.ModuleList(
-                Block(embed_dim, num_heads, drop_path=r, **block_options, **extra) for r in rates
+                Block(embed_dim, num_heads, drop_path_rate=r, **block_options, **extra)
+                for r in rates
             )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
 
@@ -150,39 +143,35 @@ class ViViT(nn.Module):
             self.temporal_pos_embed = nn.Parameter(torch.zeros(1, frames + 1, embed_dim))
             temporal_rates = torch.linspace(0, drop_path_rate, self.temporal_depth).tolist()
             self.temporal_blocks = nn.ModuleList(
-                Block(embed_dim, num_heads, drop_path=r, **block_options) for r in temporal_rates
+                Block(embed_dim, num_heads, drop_path_rate=r, **block_options)
+                for r in temporal_rates
             )
             self.temporal_norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights()
-        if pretrained_path:
-            from videogen.models.vivit_init import init_from_vit
-
-            init_from_vit(self, pretrained_path, tubelet_init=tubelet_init)
 
     def init_weights(self) -> None:
         """timm's ViT initialisation; Model 3's temporal attention starts as the identity."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-        for name, param in self.named_parameters():
-            if name.endswith("pos_embed"):
-                nn.init.trunc_normal_(param, std=0.02)
-            elif name.endswith("cls_token"):
-                nn.init.normal_(param, std=1e-6)
+        init_weights(self, "vit")
         for block in self.blocks:
             if isinstance(block, FactorisedSelfAttentionBlock):
                 # A zero output projection makes the new temporal MSA add nothing at first, so a
                 # ViT-initialised Model 3 starts as the image model; its gradient is not zero.
                 nn.init.zeros_(block.temporal_attn.proj.weight)
 
-    def run_blocks(
+    def no_weight_decay(self) -> set[str]:
+        """Parameters that take no weight decay (timm convention): tokens and positions."""
+        names = {"pos_embed", "cls_token", "temporal_pos_embed", "temporal_cls_token"}
+        return {name for name, _ in self.named_parameters() if name in names}
+
+    def load_pretrained_state(
+        self, state: dict[str, torch.Tensor], tubelet_init: str = "central_frame"
+    ) -> None:
+        """Start from a ViT's weights (see `vivit_init`)."""
+        init_from_vit(self, state, tubelet_init=tubelet_init)
+
+    def apply_blocks(
         self, blocks: nn.ModuleList, x: torch.Tensor, grid: Grid | None = None
     ) -> torch.Tensor:
         """Apply `blocks` in turn, activation-checkpointed in training if `grad_checkpointing`."""
@@ -196,7 +185,7 @@ class ViViT(nn.Module):
         The last block computes the CLS token's output only (the others would be thrown
         away): about 1/depth of the encoder's work saved, with the same result and gradients.
         """
-        x = self.run_blocks(blocks[:-1], x, grid)
+        x = self.apply_blocks(blocks[:-1], x, grid)
         return blocks[-1].forward_first_token(x)[:, 0]
 
     def check_input(self, video: torch.Tensor) -> None:
@@ -225,7 +214,7 @@ class ViViT(nn.Module):
         x = self.pos_drop(x + self.pos_embed)
         if self.cls_token is not None:
             return self.norm(self.cls_output(self.blocks, x, (frames, tokens)))
-        return self.norm(self.run_blocks(self.blocks, x, (frames, tokens))).mean(dim=1)
+        return self.norm(self.apply_blocks(self.blocks, x, (frames, tokens))).mean(dim=1)
 
     def frame_features(self, x: torch.Tensor) -> torch.Tensor:
         """Model 2's spatial encoder: tokens (B, T', S, D) -> one CLS feature per frame (B, T', D)."""

@@ -1,4 +1,5 @@
-"""Initialising ViViT from ViT weights (a local timm state dict or a videogen ViT checkpoint).
+"""Initialising ViViT from ViT weights (a timm state dict or a videogen ViT's weights, read by
+the network builder, `models/build.py`).
 
 ViViT keeps ViT's parameter names, so most tensors copy over unchanged. What needs work:
 - `patch_embed.proj.weight` (D, C, p, p) -> tubelet kernel (D, C, t, p, p): "central_frame"
@@ -13,14 +14,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from timm.layers import resample_abs_pos_embed, resample_patch_embed
 
 from videogen.errors import ConfigError
-from videogen.models.checkpoint_io import load_state_dict
-from videogen.models.vivit import ViViT
+
+if TYPE_CHECKING:  # only for annotations: vivit.py imports this module
+    from videogen.models.vivit import ViViT
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +46,8 @@ class InitReport:
         )
 
 
-def vit_state_dict(source: str | Path | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A timm-named ViT state dict from a file (timm, or videogen `FrameViT` checkpoint) or a dict."""
-    state = source if isinstance(source, dict) else load_state_dict(source, prefix="net.")
+def vit_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A timm-named ViT state dict from a timm one or a videogen `FrameViT`'s (`vit.` prefix)."""
     return {key.removeprefix("vit."): value for key, value in state.items()}
 
 
@@ -79,10 +80,10 @@ def video_pos_embed(vit_pos: torch.Tensor, model: ViViT, vit_has_cls: bool = Tru
 
 
 def init_from_vit(
-    model: ViViT, source: str | Path | dict[str, torch.Tensor], tubelet_init: str = "central_frame"
+    model: ViViT, state: dict[str, torch.Tensor], tubelet_init: str = "central_frame"
 ) -> InitReport:
     """Copy ViT weights into `model` (reshaping where needed) and report what was done."""
-    vit = vit_state_dict(source)
+    vit = vit_state_dict(state)
     target = model.state_dict()
     adapted: dict[str, torch.Tensor] = {}
     report = InitReport()

@@ -12,13 +12,15 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from videogen.errors import CheckpointError, IncompatibleDataError
+from videogen.errors import CheckpointError, ConfigError, IncompatibleDataError
+from videogen.models.build import build_network, restoring_from_checkpoint
 from videogen.models.checkpoint_io import (
     is_sharded,
     load_plain,
     plain_data_loading,
     read_sharded_checkpoint,
 )
+from videogen.tasks.legacy import upgrade_config, upgrade_state_dict
 from videogen.utils.stored_targets import check_stored_targets
 
 # Key under which a checkpoint records which task wrote it and the run's whole config.
@@ -81,6 +83,28 @@ def checkpoint_task(checkpoint: dict[str, Any], path: str | Path) -> str:
     return meta["task"]
 
 
+def read_task_network(
+    path: str | Path | None, task_cls: type, config_key: str, hint: str
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The hyper-parameters and the network weights (`net.` stripped) of a checkpoint that
+    `task_cls` wrote, for a task that starts from another run (`config_key` names the setting;
+    `hint` says how to make such a checkpoint). Anything else is refused with one sentence."""
+    if not path:
+        raise ConfigError(f"{config_key} is not set: {hint}.")
+    checkpoint = read_checkpoint(path)
+    recorded = checkpoint_task(checkpoint, path)
+    if recorded != task_id(task_cls):
+        raise CheckpointError(
+            f"{config_key}={path} belongs to the task {recorded.rsplit('.', 1)[-1]}, not "
+            f"{task_cls.__name__}: {hint}."
+        )
+    hparams = upgrade_config(checkpoint["hyper_parameters"])
+    check_stored_targets(hparams, f"the config stored in {config_key}={path}")
+    state = upgrade_state_dict(task_cls.__name__, checkpoint["state_dict"])
+    weights = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+    return hparams, weights
+
+
 # Optimisers with a fused CUDA implementation (one kernel for all parameters) that the
 # configs use; `fused=True` is numerically the same update, with far fewer kernel launches.
 FUSED_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (torch.optim.Adam, torch.optim.AdamW)
@@ -128,6 +152,10 @@ class VideoTask(pl.LightningModule):
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"video"})
+    # The range the task wants `video` in; the datamodule delivers it (see PIXEL_RANGES in
+    # data/base.py): "standardized" ((x - mean) / std of the data), "unit" ([0, 1]) or
+    # "signed" ([-1, 1]).
+    pixel_range: ClassVar[str] = "standardized"
     # Hyper-parameters that evaluate / generate may change on a trained task (model.<name>=...).
     runtime_options: ClassVar[tuple[str, ...]] = ()
     # Convolutional tasks set this from their `channels_last` option: True / False, or None for
@@ -147,7 +175,9 @@ class VideoTask(pl.LightningModule):
         scheduler: dict[str, Any] | None,
     ) -> None:
         super().__init__()
-        self.net: nn.Module = instantiate(net)
+        # Built (and started from `net.pretrained_path`, unless a checkpoint is being restored)
+        # by the one network builder.
+        self.net: nn.Module = build_network(net)
         self.optimizer_config = optimizer
         self.scheduler_config = scheduler
         # The whole run config and the config-group options it was composed from (`model`,
@@ -217,6 +247,11 @@ class VideoTask(pl.LightningModule):
         return optimizers, schedulers
 
     @property
+    def attached_datamodule(self) -> Any:
+        """The datamodule of the trainer this task runs under, or None when used on its own."""
+        return getattr(self.trainer, "datamodule", None) if self._trainer else None
+
+    @property
     def distributed(self) -> bool:
         """Whether this task trains in several processes (DDP, FSDP)."""
         return self._trainer is not None and self.trainer.world_size > 1
@@ -272,6 +307,11 @@ class VideoTask(pl.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Map the keys of a checkpoint written in an earlier layout (tasks/legacy.py), both
+        for `load_from_checkpoint` and for resuming a fit."""
+        checkpoint["state_dict"] = upgrade_state_dict(type(self).__name__, checkpoint["state_dict"])
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.setdefault(CHECKPOINT_KEY, {})
         meta["task"] = task_id(type(self))
@@ -292,12 +332,14 @@ class VideoTask(pl.LightningModule):
                 f"{checkpoint_path} belongs to the task {recorded.rsplit('.', 1)[-1]} ({recorded}), "
                 f"not {cls.__name__}; load it with that task or evaluate it with videogen.evaluate."
             )
-        # The network, discriminators and optimiser are rebuilt from the stored hyper-parameters.
-        check_stored_targets(
-            checkpoint.get("hyper_parameters"), f"the hyper-parameters stored in {checkpoint_path}"
-        )
+        # The network, discriminators and optimiser are rebuilt from the stored hyper-parameters
+        # (old names mapped); every weight comes from the checkpoint, so no start-from file
+        # (pretrained weights, another run's checkpoint) is opened.
+        hparams = upgrade_config(checkpoint.get("hyper_parameters") or {})
+        check_stored_targets(hparams, f"the hyper-parameters stored in {checkpoint_path}")
+        kwargs = {**hparams, **kwargs}
         kwargs.setdefault("map_location", "cpu")
-        with plain_data_loading():
+        with plain_data_loading(), restoring_from_checkpoint():
             return super().load_from_checkpoint(
                 consolidated(Path(checkpoint_path)), *args, weights_only=True, **kwargs
             )

@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from videogen.errors import ConfigError
 from videogen.tasks.base import VideoTask
+from videogen.tasks.protocols import LabelledClips
 
 VIEW_AGGREGATIONS = ("mean_logits", "mean_softmax")
 
@@ -63,7 +64,7 @@ def aggregate_views(
     return sums / counts, video_labels
 
 
-class ClassificationTask(VideoTask):
+class ClassificationTask(VideoTask, LabelledClips):
     """Train a clip classifier `net(video) -> logits` on `video`/`label` batches."""
 
     requires: ClassVar[frozenset[str]] = frozenset({"video", "label"})
@@ -209,13 +210,7 @@ class ClassificationTask(VideoTask):
 
     @torch.no_grad()
     def labelled_clips(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch's clips in [0, 1] (B, T, C, H, W) and the predicted class of each (B,).
-
-        What the sample-video callback shows; the clips are the model's input, shown as given.
-        """
+        """The batch's clips (B, T, C, H, W), as the model received them (standardised), and
+        the predicted class of each (B,): what the sample-video callback shows."""
         video = batch["video"]
-        predicted = self(video).argmax(dim=-1)
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        if datamodule is not None and hasattr(datamodule, "denormalize"):
-            return datamodule.denormalize(video), predicted
-        return video.clamp(0, 1), predicted  # normalisation unknown: shown as it is
+        return video, self(video).argmax(dim=-1)

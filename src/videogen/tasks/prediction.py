@@ -5,8 +5,8 @@ difference loss + a small PatchGAN loss, generator and discriminator updated alt
 Stage 2, `PredictionTask` (`model=vptr_far` / `model=vptr_nar`): a transformer predicts future
 frames in the frozen autoencoder's feature space, trained with MSE + GDL on decoded frames.
 
-Both work in [0, 1] pixels: the datamodule's normalisation is undone on the device, so any
-dataset (Moving MNIST, synthetic, Kinetics, ...) works unchanged. How many frames are context
+Both work in [0, 1] pixels (`pixel_range = "unit"`: the datamodule delivers video in that
+range), so any dataset (Moving MNIST, synthetic, Kinetics, ...) works unchanged. How many frames are context
 and how many are predicted comes from the datamodule (`data.context_frames`,
 `data.future_frames`) at every step, so test horizons may differ from training ones.
 """
@@ -14,14 +14,12 @@ and how many are predicted comes from the datamodule (`data.context_frames`,
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
-from torch import nn
 
-from videogen.errors import CheckpointError, ConfigError
+from videogen.errors import ConfigError
 from videogen.metrics.frames import (
     LPIPS,
     TimestepCurves,
@@ -29,50 +27,39 @@ from videogen.metrics.frames import (
     frame_psnr,
     frame_ssim,
 )
-from videogen.models.vptr.autoencoder import VPTRAutoencoder
-from videogen.models.vptr.far import VPTRFAR
-from videogen.models.vptr.nar import VPTRNAR
+from videogen.models.build import build_network, is_restoring
+from videogen.models.losses import discriminator_loss, gan_loss, gradient_difference_loss
+from videogen.models.vptr import PatchDiscriminator, VPTRAutoencoder
 from videogen.tasks.adversarial import AdversarialTask
-from videogen.tasks.base import VideoTask, checkpoint_task, read_checkpoint, task_id
-from videogen.utils.stored_targets import check_stored_targets
+from videogen.tasks.base import VideoTask, read_task_network
+from videogen.tasks.frozen_autoencoder import FrozenAutoencoder
+from videogen.tasks.protocols import ExampleVideos, Panels
 
 log = logging.getLogger(__name__)
 
 
-def gradient_difference_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """GDL (Mathieu et al.): L1 distance between the absolute image gradients of two videos."""
-    loss = prediction.new_zeros(())
-    for dim in (-1, -2):
-        grad_pred = prediction.diff(dim=dim).abs()
-        grad_true = target.diff(dim=dim).abs()
-        loss = loss + (grad_pred - grad_true).abs().mean()
-    return loss
+@runtime_checkable
+class VideoPredictor(Protocol):
+    """What the prediction task asks of its network (VPTR-FAR and VPTR-NAR have it)."""
+
+    def teacher_forced(
+        self, features: torch.Tensor, context: int, refine: Any, feedback_passes: int
+    ) -> tuple[torch.Tensor, int]: ...
+
+    def predict(self, context: torch.Tensor, horizon: int, refine: Any) -> torch.Tensor: ...
 
 
-def lsgan_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
-    """Least-squares GAN loss towards 1 (real) or 0 (fake)."""
-    return F.mse_loss(logits, torch.full_like(logits, 1.0 if real else 0.0))
-
-
-class PixelSpaceTask(VideoTask):
-    """Shared by both stages: batches in [0, 1] pixels, context/future split, frame metrics."""
+class PixelSpaceTask(ExampleVideos, VideoTask):
+    """Shared by both stages: video in [0, 1], context/future split, frame metrics."""
 
     requires: ClassVar[frozenset[str]] = frozenset({"video"})
-
-    @property
-    def attached_datamodule(self) -> Any:
-        """The datamodule of the trainer this task runs under, or None when used on its own."""
-        return getattr(self.trainer, "datamodule", None) if self._trainer else None
+    pixel_range: ClassVar[str] = "unit"
 
     def pixels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The batch's video in [0, 1], undoing the datamodule's normalisation."""
+        """The batch's video in [0, 1]: as the datamodule delivers it (`pixel_range`), or, for a
+        batch made by hand, uint8 frames scaled here."""
         video = batch["video"]
-        datamodule = self.attached_datamodule
-        if video.dtype == torch.uint8:
-            return video.float() / 255.0
-        if datamodule is not None and hasattr(datamodule, "denormalize"):
-            return datamodule.denormalize(video)
-        return video
+        return video.float() / 255.0 if video.dtype == torch.uint8 else video
 
     def clip_split(self, frames: int) -> tuple[int, int]:
         """(context, future) frame counts of a clip of `frames` frames, as the data defines them."""
@@ -85,13 +72,6 @@ class PixelSpaceTask(VideoTask):
                 "needs at least one future frame; raise data.num_frames or lower the context."
             )
         return context, future
-
-    def predict_step(
-        self, batch: dict[str, torch.Tensor], batch_idx: int
-    ) -> tuple[dict[str, torch.Tensor], int] | None:
-        if "video" not in batch:  # every clip of this batch was unreadable and skipped
-            return None
-        return self.generation_panels(batch)
 
     def log_quality(
         self, split: str, prediction: torch.Tensor, target: torch.Tensor
@@ -141,8 +121,8 @@ class AutoencoderTask(AdversarialTask, PixelSpaceTask):
             raise ConfigError(
                 f"model.net of vptr_ae must be a VPTRAutoencoder, got {type(self.net).__name__}."
             )
-        self.discriminator: nn.Module | None = (
-            instantiate(discriminator) if discriminator and gan_weight > 0 else None
+        self.discriminator: PatchDiscriminator | None = (
+            build_network(discriminator) if discriminator and gan_weight > 0 else None
         )
         self.gdl_weight = gdl_weight
         self.gan_weight = gan_weight
@@ -174,8 +154,8 @@ class AutoencoderTask(AdversarialTask, PixelSpaceTask):
             fake_frames = reconstruction.flatten(0, 1)
             if self.discriminator is not None:
                 # The discriminator judges the reconstruction; its weights are frozen meanwhile.
-                loss = loss + self.gan_weight * lsgan_loss(
-                    self.discriminator(fake_frames), real=True
+                loss = loss + self.gan_weight * gan_loss(
+                    self.discriminator(fake_frames), real=True, for_discriminator=False
                 )
             self.step(optimizers[0], loss)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
@@ -183,9 +163,10 @@ class AutoencoderTask(AdversarialTask, PixelSpaceTask):
 
         if self.discriminator is not None:
             with self.player(optimizers[1]):
-                real = lsgan_loss(self.discriminator(target.flatten(0, 1)), real=True)
-                fake = lsgan_loss(self.discriminator(fake_frames.detach()), real=False)
-                loss_d = 0.5 * (real + fake)
+                loss_d = discriminator_loss(
+                    self.discriminator(fake_frames.detach()),
+                    self.discriminator(target.flatten(0, 1)),
+                )
                 self.step(optimizers[1], loss_d)
             self.log("train/loss_d", loss_d, batch_size=batch_size)
         self.log("train/skipped_steps", float(self.skipped_steps), batch_size=batch_size)
@@ -205,37 +186,23 @@ class AutoencoderTask(AdversarialTask, PixelSpaceTask):
         self.evaluation_step(batch, "test")
 
     @torch.no_grad()
-    def generation_panels(
-        self, batch: dict[str, torch.Tensor]
-    ) -> tuple[dict[str, torch.Tensor], int]:
+    def generation_panels(self, batch: dict[str, torch.Tensor]) -> Panels:
         """Videos in [0, 1] to show side by side (truth, reconstruction); all frames are made."""
         pixels = self.pixels(batch)
         reconstruction, _ = self.reconstruct(pixels)
-        return {"truth": pixels, "reconstruction": self.net.to_unit_range(reconstruction)}, 0
+        return Panels({"truth": pixels, "reconstruction": self.net.to_unit_range(reconstruction)})
 
 
 def load_autoencoder(path: str | None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The network config and weights of a stage-1 checkpoint, or a one-sentence error."""
-    if not path:
-        raise ConfigError(
-            "model.autoencoder_ckpt is not set: train the autoencoder first "
-            "(python -m videogen model=vptr_ae ...) and give its checkpoints/best.ckpt."
-        )
-    checkpoint = read_checkpoint(path)
-    recorded = checkpoint_task(checkpoint, path)
-    if recorded != task_id(AutoencoderTask):
-        raise CheckpointError(
-            f"model.autoencoder_ckpt={path} belongs to the task {recorded.rsplit('.', 1)[-1]}, "
-            "not the VPTR autoencoder: give a checkpoint trained with model=vptr_ae."
-        )
-    config = checkpoint["hyper_parameters"]["net"]
-    check_stored_targets(config, f"the autoencoder config stored in model.autoencoder_ckpt={path}")
-    weights = {
-        key.removeprefix("net."): value
-        for key, value in checkpoint["state_dict"].items()
-        if key.startswith("net.")
-    }
-    return config, weights
+    hparams, weights = read_task_network(
+        path,
+        AutoencoderTask,
+        "model.autoencoder_ckpt",
+        "train the autoencoder first (python -m videogen model=vptr_ae ...) and give its "
+        "checkpoints/best.ckpt",
+    )
+    return hparams["net"], weights
 
 
 class PredictionTask(PixelSpaceTask):
@@ -266,25 +233,24 @@ class PredictionTask(PixelSpaceTask):
         weights = None
         if autoencoder is None:  # a new run; a reloaded one has the config and the weights
             autoencoder, weights = load_autoencoder(autoencoder_ckpt)
-        probe = instantiate(autoencoder)
-        net = {
-            **net,
-            "feature_dim": probe.feature_dim,
-            "feature_size": list(probe.feature_size),
-        }
+        elif not is_restoring() and autoencoder_ckpt:
+            raise ConfigError(
+                "set model.autoencoder_ckpt or model.autoencoder, not both: the checkpoint "
+                "already holds the autoencoder's config."
+            )
+        frozen = FrozenAutoencoder(autoencoder, weights)
+        feature_dim, feature_size = frozen.feature_shape
+        net = {**net, "feature_dim": feature_dim, "feature_size": list(feature_size)}
         super().__init__(net, optimizer, scheduler)
         self.save_hyperparameters(logger=False)
         self.hparams["net"] = net
         self.hparams["autoencoder"] = autoencoder
-        if not isinstance(self.net, (VPTRFAR, VPTRNAR)):
+        if not isinstance(self.net, VideoPredictor):
             raise ConfigError(
-                f"model.net must be VPTRFAR or VPTRNAR, got {type(self.net).__name__}."
+                f"model.net must be a video predictor (VPTRFAR, VPTRNAR), got "
+                f"{type(self.net).__name__}."
             )
-        self.autoencoder: VPTRAutoencoder = probe
-        if weights is not None:
-            self.autoencoder.load_state_dict(weights)
-        self.autoencoder.requires_grad_(False)
-        self.autoencoder.eval()
+        self.autoencoder = frozen
         self.gdl_weight = gdl_weight
         self.grad_clip_norm = grad_clip_norm
         self.lpips_path = lpips_path
@@ -295,73 +261,25 @@ class PredictionTask(PixelSpaceTask):
         self.lpips: LPIPS | None = None
         self.curves = TimestepCurves()
 
-    def train(self, mode: bool = True) -> PredictionTask:
-        super().train(mode)
-        self.autoencoder.eval()  # frozen: its BatchNorm statistics must not move
-        return self
-
-    def check_frame_size(self, pixels: torch.Tensor) -> None:
-        if tuple(pixels.shape[-2:]) != self.autoencoder.img_size or (
-            pixels.shape[2] != self.autoencoder.in_chans
-        ):
-            raise ConfigError(
-                f"the autoencoder was trained on {self.autoencoder.in_chans}-channel "
-                f"{self.autoencoder.img_size[0]}x{self.autoencoder.img_size[1]} frames but the "
-                f"data gives {pixels.shape[2]}-channel {pixels.shape[-2]}x{pixels.shape[-1]}: "
-                "set data.height, data.width and data.channels to match it."
-            )
-
-    def decode(self, features: torch.Tensor) -> torch.Tensor:
-        """Features -> frames in [0, 1]."""
-        return self.autoencoder.to_unit_range(self.autoencoder.decode(features))
-
-    @torch.no_grad()
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.autoencoder.encode(self.autoencoder.to_output_range(pixels))
-
-    def refine(self, features: torch.Tensor) -> torch.Tensor:
-        """Decode then re-encode predicted features, as they are fed back at inference."""
-        return self.encode(self.decode(features).clamp(0, 1))
-
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         if "video" not in batch:  # every clip of this batch was unreadable and skipped
             return self.empty_batch_loss()
         pixels = self.pixels(batch)
-        self.check_frame_size(pixels)
-        context, future = self.clip_split(pixels.shape[1])
-        features = self.encode(pixels)
-        if isinstance(self.net, VPTRFAR):
-            # Every output predicts the frame after its input.
-            predicted = self.far_with_feedback(features, context)
-            target = pixels[:, 1:]
-        else:
-            predicted = self.net(features[:, :context], future)
-            target = pixels[:, context:]
+        self.autoencoder.check_frames(pixels)
+        context, _ = self.clip_split(pixels.shape[1])
+        predicted, first = self.net.teacher_forced(
+            self.autoencoder.encode(pixels),
+            context,
+            refine=self.autoencoder.refine,
+            feedback_passes=self.feedback_passes,
+        )
         frames = self.autoencoder.decode(predicted)
-        target = self.autoencoder.to_output_range(target)
+        target = self.autoencoder.to_output_range(pixels[:, first:])
         mse = F.mse_loss(frames, target)
         loss = mse + self.gdl_weight * gradient_difference_loss(frames, target)
         self.log("train/loss", loss, prog_bar=True, batch_size=pixels.shape[0])
         self.log("train/mse", mse, batch_size=pixels.shape[0])
         return loss
-
-    def far_with_feedback(self, features: torch.Tensor, context: int) -> torch.Tensor:
-        """FAR's training outputs: teacher-forced, then `feedback_passes` times re-run with
-        the future inputs replaced by the previous pass's refined predictions.
-
-        After p passes the first p + 1 future frames see exactly the inputs they see at
-        inference (their own decoded and re-encoded predictions), which closes the gap between
-        teacher-forced training and autoregressive testing. Only the last pass is
-        differentiated: earlier passes just produce inputs.
-        """
-        inputs = features[:, :-1]
-        passes = min(self.feedback_passes, inputs.shape[1] - context)
-        for _ in range(passes):
-            with torch.no_grad():
-                # Output t predicts frame t + 1: frames context.. come from outputs context-1...
-                fed_back = self.refine(self.net(inputs)[:, context - 1 : -1])
-            inputs = torch.cat([features[:, :context], fed_back], dim=1)
-        return self.net(inputs)
 
     def configure_gradient_clipping(
         self,
@@ -377,14 +295,15 @@ class PredictionTask(PixelSpaceTask):
     @torch.no_grad()
     def predict_future(self, pixels: torch.Tensor, context: int, future: int) -> torch.Tensor:
         """Frames (B, future, C, H, W) in [0, 1] predicted from the first `context` frames."""
-        features = self.net.predict(self.encode(pixels[:, :context]), future, refine=self.refine)
-        return self.decode(features).clamp(0, 1)
+        context_features = self.autoencoder.encode(pixels[:, :context])
+        features = self.net.predict(context_features, future, refine=self.autoencoder.refine)
+        return self.autoencoder.decode_pixels(features).clamp(0, 1)
 
     def evaluation_step(self, batch: dict[str, torch.Tensor], split: str) -> None:
         if "video" not in batch:  # every clip of this batch was unreadable and skipped
             return None
         pixels = self.pixels(batch)
-        self.check_frame_size(pixels)
+        self.autoencoder.check_frames(pixels)
         context, future = self.clip_split(pixels.shape[1])
         predicted = self.predict_future(pixels, context, future)
         truth = pixels[:, context:]
@@ -433,14 +352,12 @@ class PredictionTask(PixelSpaceTask):
             log.info("Per-timestep prediction metrics: %s", path)
 
     @torch.no_grad()
-    def generation_panels(
-        self, batch: dict[str, torch.Tensor]
-    ) -> tuple[dict[str, torch.Tensor], int]:
+    def generation_panels(self, batch: dict[str, torch.Tensor]) -> Panels:
         """Videos in [0, 1] to show side by side (truth, context + prediction), and the index
         of the first predicted frame."""
         pixels = self.pixels(batch)
-        self.check_frame_size(pixels)
+        self.autoencoder.check_frames(pixels)
         context, future = self.clip_split(pixels.shape[1])
         predicted = self.predict_future(pixels, context, future)
-        panels = {"truth": pixels, "prediction": torch.cat([pixels[:, :context], predicted], dim=1)}
-        return panels, context
+        prediction = torch.cat([pixels[:, :context], predicted], dim=1)
+        return Panels({"truth": pixels, "prediction": prediction}, context)

@@ -4,15 +4,16 @@
 discriminator D_I and the video discriminator D_V with manual optimisation. Each training
 sequence is generated in chunks of `frames_per_step` frames (truncated back-propagation through
 time): after every chunk G, D_I and D_V take one step each, and the chunk's outputs are detached
-before they become the next chunk's previous frames. The sequence grows from `n_frames_start`
-frames, doubling every `grow_every_epochs` epochs, up to `n_frames_total`.
+before they become the next chunk's previous frames. The sequence grows from `num_frames_start`
+frames, doubling every `grow_every_epochs` epochs, up to `num_frames_total`.
 
 Losses (paper weights as defaults): LSGAN (or hinge) for D_I and D_V, feature matching (10), VGG
 perceptual (10, only with local VGG19 weights), flow L1 against a reference flow computed on the
 real frames (10) and warp loss (10), both on pixels where that flow is confident, and an
 occlusion-mask loss that prefers warping where the flow is confident.
 
-Frames are in [-1, 1] inside the task (the generator's tanh range) and [0, 1] for metrics.
+Frames are in [-1, 1] inside the task (the generator's tanh range; `pixel_range = "signed"`, so
+the datamodule delivers them so) and [0, 1] for metrics.
 """
 
 from __future__ import annotations
@@ -22,38 +23,37 @@ import random
 from typing import Any, ClassVar
 
 import torch
-from hydra.utils import instantiate
 
-from videogen.errors import CheckpointError, ConfigError
+from videogen.errors import ConfigError
 from videogen.metrics.frames import frame_psnr, frame_ssim
 from videogen.metrics.synthesis import FrechetDistance, load_feature_network, temporal_warping_error
-from videogen.models.vid2vid.discriminators import (
-    MultiscaleDiscriminator,
-    VideoDiscriminator,
-    clip_start_indices,
-    temporal_stride,
-)
-from videogen.models.vid2vid.encoder import (
-    ClassFeatureMixture,
-    InstanceFeatureEncoder,
-    instance_features,
-)
-from videogen.models.vid2vid.flow import (
-    build_flow_estimator,
-    flow_confidence,
-    reference_flows,
-    warp,
-)
-from videogen.models.vid2vid.generator import GeneratedFrame, SequentialGenerator
-from videogen.models.vid2vid.losses import (
+from videogen.models.build import build_network, is_restoring
+from videogen.models.layers import warp
+from videogen.models.losses import (
+    GAN_MODES,
     VGGPerceptualLoss,
+    discriminator_loss,
     feature_matching_loss,
     gan_loss,
     masked_l1,
 )
+from videogen.models.vid2vid import (
+    ClassFeatureMixture,
+    GeneratedFrame,
+    InstanceFeatureEncoder,
+    MultiscaleDiscriminator,
+    SequentialGenerator,
+    VideoDiscriminator,
+    build_flow_estimator,
+    clip_start_indices,
+    flow_confidence,
+    instance_features,
+    reference_flows,
+    temporal_stride,
+)
 from videogen.tasks.adversarial import AdversarialTask
-from videogen.tasks.base import checkpoint_task, read_checkpoint, task_id
-from videogen.tasks.prediction import PixelSpaceTask
+from videogen.tasks.base import read_task_network
+from videogen.tasks.protocols import ExampleVideos, Panels
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class SequenceBuffers:
         return self.confidence_map
 
 
-class SynthesisTask(AdversarialTask, PixelSpaceTask):
+class SynthesisTask(ExampleVideos, AdversarialTask):
     """vid2vid (`model=vid2vid`): sequential generator + image and video discriminators.
 
     `net` is the SequentialGenerator (its `num_previous_frames=0` is the per-frame image-to-
@@ -120,6 +120,7 @@ class SynthesisTask(AdversarialTask, PixelSpaceTask):
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"video", "segmentation"})
+    pixel_range: ClassVar[str] = "signed"
     # Options that may be changed on a trained model (evaluate / generate overrides).
     runtime_options: ClassVar[tuple[str, ...]] = (
         "sample_style",
@@ -148,8 +149,8 @@ class SynthesisTask(AdversarialTask, PixelSpaceTask):
         flow_estimator: str = "dis",
         flow_weights_path: str | None = None,
         frames_per_step: int = 4,
-        n_frames_start: int = 4,
-        n_frames_total: int = 8,
+        num_frames_start: int = 4,
+        num_frames_total: int = 8,
         grow_every_epochs: int = 1,
         grad_clip_norm: float | None = 10.0,
         coarse_ckpt: str | None = None,
@@ -167,21 +168,21 @@ class SynthesisTask(AdversarialTask, PixelSpaceTask):
             raise ConfigError(
                 f"model.net of vid2vid must be a SequentialGenerator, got {type(self.net).__name__}."
             )
-        if gan_mode not in ("lsgan", "hinge"):
-            raise ConfigError(f"model.gan_mode must be lsgan or hinge, got {gan_mode!r}.")
-        if min(frames_per_step, n_frames_start, n_frames_total) < 1:
+        if gan_mode not in GAN_MODES:
+            raise ConfigError(f"model.gan_mode must be one of {list(GAN_MODES)}, got {gan_mode!r}.")
+        if min(frames_per_step, num_frames_start, num_frames_total) < 1:
             raise ConfigError(
-                "model.frames_per_step, model.n_frames_start and model.n_frames_total must be "
-                f">= 1, got {frames_per_step}, {n_frames_start} and {n_frames_total}."
+                "model.frames_per_step, model.num_frames_start and model.num_frames_total must be "
+                f">= 1, got {frames_per_step}, {num_frames_start} and {num_frames_total}."
             )
         generator: SequentialGenerator = self.net
         condition_channels = generator.num_classes + int(generator.instance_edges)
-        self.image_discriminator: MultiscaleDiscriminator = instantiate(
-            image_discriminator, in_channels=condition_channels + generator.frame_channels
+        self.image_discriminator: MultiscaleDiscriminator = build_network(
+            {**image_discriminator, "in_channels": condition_channels + generator.frame_channels}
         )
         # The per-frame baseline has no flow to show a video discriminator.
         self.video_discriminator: VideoDiscriminator | None = (
-            instantiate(video_discriminator, frame_channels=generator.frame_channels)
+            build_network({**video_discriminator, "frame_channels": generator.frame_channels})
             if video_discriminator and generator.num_previous_frames > 0
             else None
         )
@@ -193,10 +194,12 @@ class SynthesisTask(AdversarialTask, PixelSpaceTask):
                     "model.net.feature_channels > 0 needs model.feature_encoder (the instance "
                     "feature encoder E); set it or set feature_channels to 0."
                 )
-            self.feature_encoder = instantiate(
-                feature_encoder,
-                in_channels=generator.frame_channels,
-                feature_channels=generator.feature_channels,
+            self.feature_encoder = build_network(
+                {
+                    **feature_encoder,
+                    "in_channels": generator.frame_channels,
+                    "feature_channels": generator.feature_channels,
+                }
             )
             self.style_mixture = ClassFeatureMixture(
                 generator.num_classes, generator.feature_channels, style_components
@@ -221,8 +224,8 @@ class SynthesisTask(AdversarialTask, PixelSpaceTask):
         self.built_estimator: tuple[tuple[str, str | None], Any] | None = None
         self.estimator  # noqa: B018  (a bad estimator name fails here, not at the first batch)
         self.frames_per_step = frames_per_step
-        self.n_frames_start = n_frames_start
-        self.n_frames_total = n_frames_total
+        self.num_frames_start = num_frames_start
+        self.num_frames_total = num_frames_total
         self.grow_every_epochs = max(1, grow_every_epochs)
         self.grad_clip_norm = grad_clip_norm
         self.sample_style = sample_style
@@ -235,7 +238,7 @@ class SynthesisTask(AdversarialTask, PixelSpaceTask):
         # The label panel's colours: the training data's (kept in the hyper-parameters, so a
         # checkpoint draws its labels alone), else fallback colours.
         self.palette = label_palette(palette, generator.num_classes)
-        if coarse_ckpt:
+        if coarse_ckpt and not is_restoring():  # a restored checkpoint holds every weight
             self.load_coarser_generator(coarse_ckpt)
 
     # ----- setup ------------------------------------------------------------------------------
@@ -249,24 +252,18 @@ class SynthesisTask(AdversarialTask, PixelSpaceTask):
 
     def load_coarser_generator(self, path: str) -> None:
         """Progressive training: start G's global level (and enhancers) from a coarser run."""
-        checkpoint = read_checkpoint(path)
-        recorded = checkpoint_task(checkpoint, path)
-        if recorded != task_id(SynthesisTask):
-            raise CheckpointError(
-                f"model.coarse_ckpt={path} belongs to the task {recorded.rsplit('.', 1)[-1]}, "
-                "not vid2vid: give a checkpoint trained with model=vid2vid at fewer spatial scales."
-            )
-        coarse_scales = checkpoint["hyper_parameters"]["net"].get("n_scales_spatial", 1)
-        if coarse_scales >= self.net.n_scales_spatial:
+        hparams, weights = read_task_network(
+            path,
+            SynthesisTask,
+            "model.coarse_ckpt",
+            "give a checkpoint trained with model=vid2vid at fewer spatial scales",
+        )
+        coarse_scales = hparams["net"].get("num_spatial_scales", 1)
+        if coarse_scales >= self.net.num_spatial_scales:
             raise ConfigError(
                 f"model.coarse_ckpt={path} has {coarse_scales} spatial scales and this model "
-                f"{self.net.n_scales_spatial}: the coarser run must have fewer."
+                f"{self.net.num_spatial_scales}: the coarser run must have fewer."
             )
-        weights = {
-            k.removeprefix("net."): v
-            for k, v in checkpoint["state_dict"].items()
-            if k.startswith("net.")
-        }
         copied = self.net.load_coarser(weights)
         log.info(
             "Started the generator from %s (%d tensors of %d levels)",
@@ -297,8 +294,8 @@ class SynthesisTask(AdversarialTask, PixelSpaceTask):
     # ----- inputs -----------------------------------------------------------------------------
     def sequence_length(self, frames: int, epoch: int) -> int:
         """Training sequence length at `epoch` (doubling schedule, capped by the clip's `frames`)."""
-        length = self.n_frames_start * 2 ** (epoch // self.grow_every_epochs)
-        return max(1, min(length, self.n_frames_total, frames))
+        length = self.num_frames_start * 2 ** (epoch // self.grow_every_epochs)
+        return max(1, min(length, self.num_frames_total, frames))
 
     def conditions(
         self, batch: dict[str, torch.Tensor], real: torch.Tensor | None, sample: bool
@@ -429,14 +426,6 @@ class SynthesisTask(AdversarialTask, PixelSpaceTask):
             losses["mask"] = mask_l1 / len(temporal)
         return losses
 
-    def discriminator_loss(
-        self, fake_scores: list[list[torch.Tensor]], real_scores: list[list[torch.Tensor]]
-    ) -> torch.Tensor:
-        return 0.5 * (
-            gan_loss(real_scores, True, self.gan_mode, for_discriminator=True)
-            + gan_loss(fake_scores, False, self.gan_mode, for_discriminator=True)
-        )
-
     # ----- training ---------------------------------------------------------------------------
     # Each player's update is `step` (tasks/adversarial.py): backward, clip at grad_clip_norm,
     # step, or skip on every rank when the loss is non-finite on any.
@@ -449,7 +438,7 @@ class SynthesisTask(AdversarialTask, PixelSpaceTask):
         opt_g, opt_di = optimizers[0], optimizers[1]
         opt_dv = optimizers[2] if len(optimizers) > 2 else None
 
-        real_full = self.pixels(batch) * 2 - 1
+        real_full = self.signed_pixels(batch)
         length = self.sequence_length(real_full.shape[1], self.current_epoch)
         offset = random.randint(0, real_full.shape[1] - length)
         window = slice(offset, offset + length)
@@ -494,9 +483,10 @@ class SynthesisTask(AdversarialTask, PixelSpaceTask):
 
             fake_detached = all_fake.detach()
             with self.player(opt_di):
-                d_image = self.discriminator_loss(
+                d_image = discriminator_loss(
                     self.image_scores(labels[:, start:end].detach(), fake_detached[:, start:end]),
                     self.image_scores(labels[:, start:end].detach(), real[:, start:end]),
+                    self.gan_mode,
                 )
                 self.step(opt_di, d_image)
             losses["d_image"] = d_image
@@ -505,9 +495,10 @@ class SynthesisTask(AdversarialTask, PixelSpaceTask):
             if windows:
                 with self.player(opt_dv):
                     d_video = sum(
-                        self.discriminator_loss(
+                        discriminator_loss(
                             self.video_scores(fake_detached, buffers, scale, stride, starts),
                             self.video_scores(real, buffers, scale, stride, starts),
+                            self.gan_mode,
                         )
                         for scale, stride, starts in windows
                     )
@@ -554,14 +545,20 @@ class SynthesisTask(AdversarialTask, PixelSpaceTask):
         self.style_samples = []
 
     # ----- evaluation -------------------------------------------------------------------------
+    def signed_pixels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch's video in [-1, 1]: as the datamodule delivers it (`pixel_range`), or, for
+        a batch made by hand, uint8 frames scaled here."""
+        video = batch["video"]
+        return video.float() / 127.5 - 1 if video.dtype == torch.uint8 else video
+
     @torch.no_grad()
     def synthesize(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(generated, real) videos (B, T, C, H, W) in [0, 1]; the whole clip, frame by frame."""
-        real = self.pixels(batch)
-        labels, foreground = self.conditions(batch, real * 2 - 1, sample=self.sample_style)
+        real = self.signed_pixels(batch)
+        labels, foreground = self.conditions(batch, real, sample=self.sample_style)
         outputs = self.net.rollout(labels, foreground)
         fake = torch.stack([out.frame for out in outputs], 1)
-        return ((fake + 1) / 2).clamp(0, 1), real
+        return ((fake + 1) / 2).clamp(0, 1), ((real + 1) / 2).clamp(0, 1)
 
     def evaluation_step(self, batch: dict[str, torch.Tensor], split: str) -> None:
         if "video" not in batch:  # every clip of this batch was unreadable and skipped
@@ -570,7 +567,7 @@ class SynthesisTask(AdversarialTask, PixelSpaceTask):
         batch_size = real.shape[0]
         values = {"psnr": frame_psnr(fake, real), "ssim": frame_ssim(fake, real)}
         if real.shape[1] > 1:
-            buffers = SequenceBuffers(real * 2 - 1, self.estimator)
+            buffers = SequenceBuffers(self.signed_pixels(batch), self.estimator)
             flows, confidence = buffers.flow(1), buffers.confidence()
             values["warp_error"] = temporal_warping_error(fake, flows, confidence)
             # The same measure on the real video: the floor a perfect model would reach.
@@ -610,10 +607,8 @@ class SynthesisTask(AdversarialTask, PixelSpaceTask):
             self.log(f"test/{name}", metric.compute(), sync_dist=False)
 
     @torch.no_grad()
-    def generation_panels(
-        self, batch: dict[str, torch.Tensor]
-    ) -> tuple[dict[str, torch.Tensor], int]:
+    def generation_panels(self, batch: dict[str, torch.Tensor]) -> Panels:
         """Videos in [0, 1] side by side: labels | output | truth."""
         fake, real = self.synthesize(batch)
         labels = colour_labels(batch["segmentation"], self.palette).to(fake)
-        return {"labels": labels, "output": fake, "truth": real}, 0
+        return Panels({"labels": labels, "output": fake, "truth": real})

@@ -13,94 +13,17 @@ import torch
 from torch import nn
 
 from videogen.errors import ConfigError
-
-NORMS = ("instance", "batch", "none")
+from videogen.models.layers import PatchDiscriminator, check_norm
 
 # Flows are in pixels (tens of pixels for fast motion) while frames lie in [-1, 1]; dividing
 # keeps both inputs in a similar range so neither dominates the first convolution.
 FLOW_SCALE = 20.0
 
 
-def init_gan_weights(module: nn.Module) -> None:
-    """pix2pix initialisation: convs ~ N(0, 0.02), norm scales ~ N(1, 0.02), biases 0."""
-    for layer in module.modules():
-        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(layer.weight, 0.0, 0.02)
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
-        elif isinstance(layer, (nn.BatchNorm2d, nn.InstanceNorm2d)) and layer.affine:
-            nn.init.normal_(layer.weight, 1.0, 0.02)
-            nn.init.zeros_(layer.bias)
-
-
-def check_norm(norm: str) -> None:
-    """Refuse a discriminator norm other than "instance", "batch" or "none", naming its keys."""
-    if norm not in NORMS:
-        raise ConfigError(
-            f"the discriminators' norm (model.image_discriminator.norm, "
-            f"model.video_discriminator.norm) must be one of {list(NORMS)}, got {norm!r}."
-        )
-
-
-def norm_layer(norm: str, channels: int) -> nn.Module:
-    """The normalisation named by `norm` ("instance", "batch" or "none") for `channels`."""
-    check_norm(norm)
-    if norm == "instance":
-        return nn.InstanceNorm2d(channels)
-    if norm == "batch":
-        return nn.BatchNorm2d(channels)
-    return nn.Identity()
-
-
-class PatchDiscriminator(nn.Module):
-    """pix2pix NLayer PatchGAN: image (N, C, H, W) -> the output of every block.
-
-    `num_layers` stride-2 4x4 convs, one stride-1 conv, then a 4x4 conv to one channel; the
-    last returned tensor holds the patch logits (N, 1, h, w), the others are the intermediate
-    features the feature matching loss compares. Convs pad by 2 as pix2pixHD / vid2vid do: the
-    maps stay larger than 1x1 (which instance norm cannot normalise) even on small frames.
-    """
-
-    def __init__(
-        self, in_channels: int, base_channels: int = 64, num_layers: int = 3, norm: str = "instance"
-    ) -> None:
-        super().__init__()
-        if num_layers < 1:
-            raise ConfigError(
-                f"the discriminators' num_layers (model.image_discriminator.num_layers, "
-                f"model.video_discriminator.num_layers) must be at least 1, got {num_layers}."
-            )
-        check_norm(norm)  # here too: the first block has no norm layer to refuse it
-        # The first block has no normalisation, as in pix2pix: it would erase the input's scale.
-        blocks: list[nn.Module] = [
-            nn.Sequential(
-                nn.Conv2d(in_channels, base_channels, 4, 2, 2), nn.LeakyReLU(0.2, inplace=True)
-            )
-        ]
-        channels = base_channels
-        for level in range(1, num_layers + 1):
-            out = base_channels * min(2**level, 8)
-            stride = 2 if level < num_layers else 1
-            blocks.append(
-                nn.Sequential(
-                    # A bias before a normalisation is wasted: the norm subtracts it again.
-                    nn.Conv2d(channels, out, 4, stride, 2, bias=norm == "none"),
-                    norm_layer(norm, out),
-                    nn.LeakyReLU(0.2, inplace=True),
-                )
-            )
-            channels = out
-        blocks.append(nn.Conv2d(channels, 1, 4, 1, 2))
-        self.blocks = nn.ModuleList(blocks)
-        init_gan_weights(self)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every block's output, in order; the last one is the patch logits."""
-        outputs = []
-        for block in self.blocks:
-            x = block(x)
-            outputs.append(x)
-        return outputs
+# The config keys of the discriminators' shared settings, for error messages.
+NORM_KEYS = (
+    "the discriminators' norm (model.image_discriminator.norm, model.video_discriminator.norm)"
+)
 
 
 class MultiscaleDiscriminator(nn.Module):
@@ -119,13 +42,20 @@ class MultiscaleDiscriminator(nn.Module):
         norm: str = "instance",
     ) -> None:
         super().__init__()
+        check_norm(norm, NORM_KEYS)
+        if num_layers < 1:
+            raise ConfigError(
+                f"the discriminators' num_layers (model.image_discriminator.num_layers, "
+                f"model.video_discriminator.num_layers) must be at least 1, got {num_layers}."
+            )
         if num_scales < 1:
             raise ConfigError(
                 f"the discriminators' num_scales (model.image_discriminator.num_scales, "
                 f"model.video_discriminator.num_scales) must be at least 1, got {num_scales}."
             )
         self.scales = nn.ModuleList(
-            PatchDiscriminator(in_channels, base_channels, num_layers, norm)
+            # pix2pixHD pads by 2: maps of small frames stay larger than 1x1 for instance norm.
+            PatchDiscriminator(in_channels, base_channels, num_layers, norm, padding=2, init="gan")
             for _ in range(num_scales)
         )
         self.downsample = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from videogen.errors import ConfigError
+from videogen.models.layers import conv_norm_act
 
 # Smallest variance of a mixture component: a component fitted on identical vectors would
 # otherwise collapse to zero variance and an infinite likelihood.
@@ -134,26 +135,13 @@ class InstanceFeatureEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.num_downsampling = num_downsampling
-        layers: list[nn.Module] = [
-            nn.ReflectionPad2d(3),
-            nn.Conv2d(in_channels, base_channels, 7),
-            nn.InstanceNorm2d(base_channels),
-            nn.ReLU(inplace=True),
-        ]
+        layers = conv_norm_act(in_channels, base_channels, 7, padding="reflect", norm="instance")
         channels = base_channels
         for _ in range(num_downsampling):
-            layers += [
-                nn.Conv2d(channels, channels * 2, 3, 2, 1),
-                nn.InstanceNorm2d(channels * 2),
-                nn.ReLU(inplace=True),
-            ]
+            layers += conv_norm_act(channels, channels * 2, 3, stride=2, norm="instance")
             channels *= 2
         for _ in range(num_downsampling):
-            layers += [
-                nn.ConvTranspose2d(channels, channels // 2, 3, 2, 1, output_padding=1),
-                nn.InstanceNorm2d(channels // 2),
-                nn.ReLU(inplace=True),
-            ]
+            layers += conv_norm_act(channels, channels // 2, 3, 2, norm="instance", transposed=True)
             channels //= 2
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(channels, feature_channels, 7), nn.Tanh()]
         self.layers = nn.Sequential(*layers)

@@ -10,7 +10,7 @@ The network reads top to bottom as the paper's Figure/Section 3:
   branch h_F for the classes in `foreground_classes`, whose pixels it makes outright:
   x_t = fg * h_F + (1 - fg) * ((1 - m) * warp(x_prev, w) + m * h), so the background comes from
   warping and moving objects are hallucinated (the official foreground/background prior);
-- coarse to fine: `n_scales_spatial` levels, a global generator working at 1 / 2^(S-1) of the
+- coarse to fine: `num_spatial_scales` levels, a global generator working at 1 / 2^(S-1) of the
   frame size, and local enhancers that each add a full-resolution front end to the coarser level's
   features (pix2pixHD). The global level has the same shape whatever S is, so a finer model starts
   from a coarser checkpoint's weights (`load_coarser`).
@@ -28,45 +28,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from videogen.errors import ConfigError
-from videogen.models.vid2vid.flow import warp
+from videogen.models.layers import ResidualBlock, compose_masked, conv_norm_act, warp
 
 
 def conv_norm_relu(
     in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1
 ) -> nn.Sequential:
     """Conv (reflection padded when stride 1) + InstanceNorm + ReLU."""
-    if stride == 1:
-        pad: list[nn.Module] = [nn.ReflectionPad2d(kernel_size // 2)]
-        conv = nn.Conv2d(in_channels, out_channels, kernel_size)
-    else:
-        pad = []
-        conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2)
-    return nn.Sequential(*pad, conv, nn.InstanceNorm2d(out_channels), nn.ReLU(inplace=True))
+    padding = "reflect" if stride == 1 else "zeros"
+    return nn.Sequential(
+        *conv_norm_act(in_channels, out_channels, kernel_size, stride, padding, norm="instance")
+    )
 
 
 def upsample_norm_relu(in_channels: int, out_channels: int) -> nn.Sequential:
     """x2 transposed conv + InstanceNorm + ReLU."""
     return nn.Sequential(
-        nn.ConvTranspose2d(in_channels, out_channels, 3, 2, padding=1, output_padding=1),
-        nn.InstanceNorm2d(out_channels),
-        nn.ReLU(inplace=True),
+        *conv_norm_act(in_channels, out_channels, 3, 2, norm="instance", transposed=True)
     )
-
-
-class ResidualBlock(nn.Module):
-    """Two reflection-padded 3x3 convs with instance norm and an identity skip."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            conv_norm_relu(channels, channels),
-            nn.ReflectionPad2d(1),
-            nn.Conv2d(channels, channels, 3),
-            nn.InstanceNorm2d(channels),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
 
 
 def encoder(in_channels: int, channels: int, num_downsampling: int) -> nn.Sequential:
@@ -79,7 +58,9 @@ def encoder(in_channels: int, channels: int, num_downsampling: int) -> nn.Sequen
 
 def branch(channels: int, num_res_blocks: int, num_upsampling: int) -> nn.Sequential:
     """Residual blocks at `channels`, then `num_upsampling` x2 upsamplings halving the width."""
-    layers: list[nn.Module] = [ResidualBlock(channels) for _ in range(num_res_blocks)]
+    layers: list[nn.Module] = [
+        ResidualBlock(channels, norm="instance", bias=True) for _ in range(num_res_blocks)
+    ]
     for i in range(num_upsampling):
         layers.append(upsample_norm_relu(channels // 2**i, channels // 2 ** (i + 1)))
     return nn.Sequential(*layers)
@@ -127,7 +108,9 @@ class GeneratorLevel(nn.Module):
         self.frame_encoder = encoder(frame_inputs, channels, downs) if temporal else None
         trunk_blocks = num_res_blocks // 2 if self.is_global else 0
         branch_blocks = num_res_blocks - trunk_blocks
-        self.trunk = nn.Sequential(*[ResidualBlock(bottleneck) for _ in range(trunk_blocks)])
+        self.trunk = nn.Sequential(
+            *[ResidualBlock(bottleneck, norm="instance", bias=True) for _ in range(trunk_blocks)]
+        )
         names = ["image"] + (["foreground"] if foreground else []) + (["flow"] if temporal else [])
         self.branches = nn.ModuleDict(
             {name: branch(bottleneck, branch_blocks, downs) for name in names}
@@ -177,19 +160,21 @@ class SequentialGenerator(nn.Module):
         num_downsampling: int = 3,
         num_res_blocks: int = 9,
         num_local_res_blocks: int = 3,
-        n_scales_spatial: int = 1,
+        num_spatial_scales: int = 1,
         instance_edges: bool = True,
         feature_channels: int = 0,
         foreground_classes: tuple[int, ...] | list[int] = (),
         flow_scale: float = 20.0,
     ) -> None:
         super().__init__()
-        if n_scales_spatial < 1:
-            raise ConfigError(f"model.net.n_scales_spatial must be >= 1, got {n_scales_spatial}.")
-        if base_channels % 2 ** (n_scales_spatial - 1):
+        if num_spatial_scales < 1:
+            raise ConfigError(
+                f"model.net.num_spatial_scales must be >= 1, got {num_spatial_scales}."
+            )
+        if base_channels % 2 ** (num_spatial_scales - 1):
             raise ConfigError(
                 f"model.net.base_channels={base_channels} must be divisible by "
-                f"2^(model.net.n_scales_spatial - 1) = {2 ** (n_scales_spatial - 1)}: each local "
+                f"2^(model.net.num_spatial_scales - 1) = {2 ** (num_spatial_scales - 1)}: each local "
                 "enhancer halves the width."
             )
         self.num_classes = num_classes
@@ -199,7 +184,7 @@ class SequentialGenerator(nn.Module):
         self.feature_channels = feature_channels
         self.foreground_classes = tuple(int(c) for c in foreground_classes)
         self.flow_scale = flow_scale
-        self.n_scales_spatial = n_scales_spatial
+        self.num_spatial_scales = num_spatial_scales
         self.num_downsampling = num_downsampling
         # Input channels of one frame's semantic map: one-hot classes, instance edges, and the
         # instance-level style features of the feature encoder E.
@@ -209,7 +194,7 @@ class SequentialGenerator(nn.Module):
 
         self.levels = nn.ModuleList()
         coarser: int | None = None
-        for level in range(n_scales_spatial):
+        for level in range(num_spatial_scales):
             channels = base_channels // 2**level
             self.levels.append(
                 GeneratorLevel(
@@ -285,11 +270,11 @@ class SequentialGenerator(nn.Module):
         foreground: (B, 1, H, W) foreground-class mask (with `foreground_classes`).
         """
         batch, _, _, height, width = labels.shape
-        factor = 2 ** (self.n_scales_spatial - 1 + self.num_downsampling)
+        factor = 2 ** (self.num_spatial_scales - 1 + self.num_downsampling)
         if height % factor or width % factor:
             raise ConfigError(
                 f"frames of data.height={height} x data.width={width} cannot go through "
-                f"model.net.n_scales_spatial={self.n_scales_spatial} spatial scales and "
+                f"model.net.num_spatial_scales={self.num_spatial_scales} spatial scales and "
                 f"model.net.num_downsampling={self.num_downsampling} downsamplings: use a "
                 f"height and width divisible by {factor}."
             )
@@ -303,7 +288,7 @@ class SequentialGenerator(nn.Module):
 
         # Inputs for every level, finest first, then features coarsest first.
         pyramid = [(label_input, frame_input)]
-        for _ in range(self.n_scales_spatial - 1):
+        for _ in range(self.num_spatial_scales - 1):
             lab, fr = pyramid[-1]
             pyramid.append((downsample(lab), None if fr is None else downsample(fr)))
         features: dict[str, torch.Tensor] | None = None
@@ -325,8 +310,8 @@ class SequentialGenerator(nn.Module):
             # Foreground objects (cars, people) move on their own: their pixels are always
             # hallucinated by the foreground branch; only the background is warped.
             h_foreground = torch.tanh(self.foreground_head(features["foreground"]))
-            frame = foreground * h_foreground + (1 - foreground) * frame
-            hallucinated = foreground * h_foreground + (1 - foreground) * hallucinated
+            frame = compose_masked(foreground, h_foreground, frame)
+            hallucinated = compose_masked(foreground, h_foreground, hallucinated)
         return GeneratedFrame(frame, hallucinated, flow, mask)
 
     # ----- a sequence -------------------------------------------------------------------------
@@ -388,7 +373,7 @@ def compose(
     previous: torch.Tensor, flow: torch.Tensor, mask: torch.Tensor, hallucinated: torch.Tensor
 ) -> torch.Tensor:
     """x_t = (1 - m) * warp(x_{t-1}, w) + m * h."""
-    return (1 - mask) * warp(previous, flow) + mask * hallucinated
+    return compose_masked(mask, hallucinated, warp(previous, flow))
 
 
 def boundaries(ids: torch.Tensor) -> torch.Tensor:

@@ -12,31 +12,10 @@ import torch
 from torch import nn
 
 from videogen.errors import ConfigError
+from videogen.models.layers import PatchDiscriminator as PatchGAN
+from videogen.models.layers import ResidualBlock, conv_norm_act
 
 OUTPUT_ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
-
-
-class ResNetBlock(nn.Module):
-    """Two reflect-padded 3x3 convs with BatchNorm and an identity shortcut."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.ReflectionPad2d(1),
-            nn.Conv2d(channels, channels, 3, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-            nn.ReflectionPad2d(1),
-            nn.Conv2d(channels, channels, 3, bias=False),
-            nn.BatchNorm2d(channels),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
-def conv_norm_relu(conv: nn.Module, channels: int) -> list[nn.Module]:
-    return [conv, nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
 
 
 class ResNetEncoder(nn.Module):
@@ -44,23 +23,20 @@ class ResNetEncoder(nn.Module):
 
     def __init__(
         self,
-        in_chans: int,
+        in_channels: int,
         base_channels: int = 64,
         feature_dim: int = 528,
         num_downsampling: int = 3,
         num_res_blocks: int = 9,
     ) -> None:
         super().__init__()
-        layers = [
-            nn.ReflectionPad2d(3),
-            *conv_norm_relu(nn.Conv2d(in_chans, base_channels, 7, bias=False), base_channels),
-        ]
+        layers = conv_norm_act(in_channels, base_channels, 7, padding="reflect", bias=False)
         channels = base_channels
         for level in range(num_downsampling):
             out = feature_dim if level == num_downsampling - 1 else channels * 2
-            layers += conv_norm_relu(nn.Conv2d(channels, out, 3, 2, 1, bias=False), out)
+            layers += conv_norm_act(channels, out, 3, stride=2, bias=False)
             channels = out
-        layers += [ResNetBlock(channels) for _ in range(num_res_blocks)]
+        layers += [ResidualBlock(channels, norm="batch") for _ in range(num_res_blocks)]
         # Features stay non-negative; the transformers end in a ReLU to predict the same range.
         layers.append(nn.ReLU())
         self.layers = nn.Sequential(*layers)
@@ -74,7 +50,7 @@ class ResNetDecoder(nn.Module):
 
     def __init__(
         self,
-        out_chans: int,
+        out_channels: int,
         base_channels: int = 64,
         feature_dim: int = 528,
         num_downsampling: int = 3,
@@ -90,12 +66,11 @@ class ResNetDecoder(nn.Module):
         channels = feature_dim
         for level in reversed(range(num_downsampling)):
             out = base_channels * 2**level
-            up = nn.ConvTranspose2d(channels, out, 3, 2, 1, output_padding=1, bias=False)
-            layers += conv_norm_relu(up, out)
+            layers += conv_norm_act(channels, out, 3, stride=2, bias=False, transposed=True)
             channels = out
         layers += [
             nn.ReflectionPad2d(3),
-            nn.Conv2d(channels, out_chans, 7),
+            nn.Conv2d(channels, out_channels, 7),
             OUTPUT_ACTIVATIONS[output_activation](),
         ]
         self.layers = nn.Sequential(*layers)
@@ -113,7 +88,7 @@ class VPTRAutoencoder(nn.Module):
 
     def __init__(
         self,
-        in_chans: int = 1,
+        in_channels: int = 1,
         img_size: tuple[int, int] | list[int] = (64, 64),
         base_channels: int = 64,
         feature_dim: int = 528,
@@ -130,16 +105,16 @@ class VPTRAutoencoder(nn.Module):
                 f"times, so data.height={height} and data.width={width} must be multiples of "
                 f"{factor}: change the frame size or model.net.num_downsampling."
             )
-        self.in_chans = in_chans
+        self.in_channels = in_channels
         self.img_size = (height, width)
         self.feature_dim = feature_dim
         self.feature_size = (height // factor, width // factor)
         self.output_activation = output_activation
         self.encoder = ResNetEncoder(
-            in_chans, base_channels, feature_dim, num_downsampling, num_res_blocks
+            in_channels, base_channels, feature_dim, num_downsampling, num_res_blocks
         )
         self.decoder = ResNetDecoder(
-            in_chans, base_channels, feature_dim, num_downsampling, output_activation
+            in_channels, base_channels, feature_dim, num_downsampling, output_activation
         )
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
@@ -162,27 +137,12 @@ class VPTRAutoencoder(nn.Module):
         return self.decode(self.encode(video))
 
 
-class PatchDiscriminator(nn.Module):
-    """pix2pix PatchGAN: image (N, C, H, W) -> a map of real/fake logits, one per patch."""
+class PatchDiscriminator(PatchGAN):
+    """VPTR's frame discriminator: pix2pix's PatchGAN as pix2pix builds it (padding 1, batch
+    norm, PyTorch's default initialisation); frames (N, C, H, W) -> patch logits."""
 
-    def __init__(self, in_chans: int = 1, base_channels: int = 64, num_layers: int = 3) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [
-            nn.Conv2d(in_chans, base_channels, 4, 2, 1),
-            nn.LeakyReLU(0.2, inplace=True),
-        ]
-        channels = base_channels
-        for level in range(1, num_layers + 1):
-            out = base_channels * min(2**level, 8)
-            stride = 2 if level < num_layers else 1
-            layers += [
-                nn.Conv2d(channels, out, 4, stride, 1, bias=False),
-                nn.BatchNorm2d(out),
-                nn.LeakyReLU(0.2, inplace=True),
-            ]
-            channels = out
-        layers.append(nn.Conv2d(channels, 1, 4, 1, 1))
-        self.layers = nn.Sequential(*layers)
+    def __init__(self, in_channels: int = 1, base_channels: int = 64, num_layers: int = 3) -> None:
+        super().__init__(in_channels, base_channels, num_layers, norm="batch", padding=1, init=None)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.layers(image)
+    def forward(self, image: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(image)[-1]

@@ -14,12 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from videogen.models.layers import run_blocks
-from videogen.models.vptr.vidhrformer import (
-    VidHRFormerBlock,
-    init_transformer_weights,
-    sine_position_1d,
-)
+from videogen.models.layers import init_weights, run_blocks, sincos_1d
+from videogen.models.vptr.vidhrformer import VidHRFormerBlock
 
 Refine = Callable[[torch.Tensor], torch.Tensor]
 
@@ -41,8 +37,8 @@ class VPTRFAR(nn.Module):
         num_heads: int = 8,
         window_size: int = 4,
         mlp_ratio: float = 4.0,
-        dropout: float = 0.1,
-        drop_path: float = 0.1,
+        drop_rate: float = 0.1,
+        drop_path_rate: float = 0.1,
         relative_position: bool = False,
         trained_frames: int = 20,
         grad_checkpointing: bool = False,
@@ -59,25 +55,54 @@ class VPTRFAR(nn.Module):
                 feature_size,
                 window_size,
                 mlp_ratio,
-                dropout,
-                drop_path,
+                drop_rate,
+                drop_path_rate,
                 relative_position,
                 causal=True,
             )
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(feature_dim)
-        init_transformer_weights(self)
+        init_weights(self, "xavier")
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Output t is the predicted features of frame t + 1, computed from inputs 0..t only."""
         x = features.permute(0, 1, 3, 4, 2)
-        position = sine_position_1d(x.shape[1], self.feature_dim).to(x)
+        position = sincos_1d(x.shape[1], self.feature_dim).to(x)
         x = run_blocks(
             self.blocks, x, position, checkpointing=self.grad_checkpointing and self.training
         )
         # Encoder features are post-ReLU, so predictions are kept in the same range.
         return F.relu(self.norm(x)).permute(0, 1, 4, 2, 3)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters that take no weight decay: the windows' relative-position biases."""
+        return {name for name, _ in self.named_parameters() if name.endswith("relative_bias")}
+
+    def teacher_forced(
+        self,
+        features: torch.Tensor,
+        context: int,
+        refine: Refine | None = None,
+        feedback_passes: int = 0,
+    ) -> tuple[torch.Tensor, int]:
+        """Training outputs for a clip's features (B, T, D, h, w) and the index of the first
+        frame they predict: every output predicts the frame after its input, so (T - 1 outputs, 1).
+
+        With `feedback_passes` p > 0 the clip is re-run p times with the future inputs replaced
+        by the previous pass's refined predictions: after p passes the first p + 1 future frames
+        see exactly the inputs they see at inference (their own decoded and re-encoded
+        predictions), which closes the gap between teacher-forced training and autoregressive
+        testing. Only the last pass is differentiated: earlier passes just produce inputs.
+        """
+        inputs = features[:, :-1]
+        passes = min(feedback_passes, inputs.shape[1] - context) if refine else 0
+        for _ in range(passes):
+            with torch.no_grad():
+                # Output t predicts frame t + 1: frames context.. come from outputs context-1...
+                fed_back = refine(self(inputs)[:, context - 1 : -1])
+            inputs = torch.cat([features[:, :context], fed_back], dim=1)
+        return self(inputs), 1
 
     @torch.no_grad()
     def predict(

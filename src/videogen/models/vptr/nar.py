@@ -13,14 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from videogen.models.layers import run_blocks
+from videogen.models.layers import init_weights, run_blocks, sincos_1d
 from videogen.models.vptr.far import Refine
-from videogen.models.vptr.vidhrformer import (
-    VidHRFormerBlock,
-    VidHRFormerDecoderBlock,
-    init_transformer_weights,
-    sine_position_1d,
-)
+from videogen.models.vptr.vidhrformer import VidHRFormerBlock, VidHRFormerDecoderBlock
 
 
 class VPTRNAR(nn.Module):
@@ -39,8 +34,8 @@ class VPTRNAR(nn.Module):
         num_heads: int = 8,
         window_size: int = 4,
         mlp_ratio: float = 4.0,
-        dropout: float = 0.1,
-        drop_path: float = 0.1,
+        drop_rate: float = 0.1,
+        drop_path_rate: float = 0.1,
         relative_position: bool = False,
         context_frames: int = 10,
         future_frames: int = 10,
@@ -58,8 +53,8 @@ class VPTRNAR(nn.Module):
             feature_size=(height, width),
             window_size=window_size,
             mlp_ratio=mlp_ratio,
-            dropout=dropout,
-            drop_path=drop_path,
+            drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
             relative_position=relative_position,
         )
         self.encoder = nn.ModuleList(VidHRFormerBlock(**options) for _ in range(encoder_depth))
@@ -68,8 +63,31 @@ class VPTRNAR(nn.Module):
             VidHRFormerDecoderBlock(**options) for _ in range(decoder_depth)
         )
         self.decoder_norm = nn.LayerNorm(feature_dim)
-        init_transformer_weights(self)
+        init_weights(self, "xavier")
         self.queries = nn.Parameter(torch.randn(future_frames, height, width, feature_dim))
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameters that take no weight decay: the learned queries (position codes of the
+        future frames) and the windows' relative-position biases."""
+        return {
+            name
+            for name, _ in self.named_parameters()
+            if name == "queries" or name.endswith("relative_bias")
+        }
+
+    def teacher_forced(
+        self,
+        features: torch.Tensor,
+        context: int,
+        refine: Refine | None = None,
+        feedback_passes: int = 0,
+    ) -> tuple[torch.Tensor, int]:
+        """Training outputs for a clip's features (B, T, D, h, w) and the index of the first
+        frame they predict: the T - context future frames from the context, in one pass.
+
+        NAR never feeds its predictions back, so `refine` and `feedback_passes` change nothing.
+        """
+        return self(features[:, :context], features.shape[1] - context), context
 
     def forward(self, context: torch.Tensor, horizon: int | None = None) -> torch.Tensor:
         """Predict the next `horizon` (at most `future_frames`, the default) frames in one pass."""
@@ -81,8 +99,8 @@ class VPTRNAR(nn.Module):
             )
         memory = context.permute(0, 1, 3, 4, 2)
         past = context.shape[1]
-        past_position = sine_position_1d(past, self.feature_dim).to(memory)
-        future_position = sine_position_1d(horizon, self.feature_dim, offset=past).to(memory)
+        past_position = sincos_1d(past, self.feature_dim).to(memory)
+        future_position = sincos_1d(horizon, self.feature_dim, offset=past).to(memory)
         checkpointing = self.grad_checkpointing and self.training
         memory = run_blocks(self.encoder, memory, past_position, checkpointing=checkpointing)
         memory = self.encoder_norm(memory)

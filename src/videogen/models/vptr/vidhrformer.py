@@ -9,74 +9,15 @@ optionally causal) and ends with an MLP. All attention goes through
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from videogen.errors import ConfigError
+from videogen.models.layers import CrossAttention, FrameLayerNorm, Mlp, sincos_2d
 
-
-def sine_position_1d(length: int, dim: int, offset: int = 0) -> torch.Tensor:
-    """Transformer sine/cosine code of positions offset..offset+length-1 -> (length, dim)."""
-    position = torch.arange(offset, offset + length, dtype=torch.float32).unsqueeze(1)
-    frequency = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    code = torch.zeros(length, dim)
-    code[:, 0::2] = torch.sin(position * frequency)
-    code[:, 1::2] = torch.cos(position * frequency[: dim // 2])
-    return code
-
-
-def sine_position_2d(height: int, width: int, dim: int) -> torch.Tensor:
-    """DETR-style 2D code: half the channels encode the row, half the column -> (h, w, dim)."""
-    rows = sine_position_1d(height, dim // 2)[:, None, :].expand(height, width, dim // 2)
-    cols = sine_position_1d(width, dim - dim // 2)[None, :, :].expand(height, width, -1)
-    return torch.cat([rows, cols], dim=-1)
-
-
-class MultiHeadAttention(nn.Module):
-    """Multi-head attention with separate query/key/value inputs (keys carry position codes, values not)."""
-
-    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ConfigError(
-                f"the autoencoder's feature_dim={dim} is not divisible by model.net.num_heads="
-                f"{num_heads}: pick a head count that divides it."
-            )
-        self.num_heads = num_heads
-        self.dropout = dropout
-        self.q_proj = nn.Linear(dim, dim)
-        self.k_proj = nn.Linear(dim, dim)
-        self.v_proj = nn.Linear(dim, dim)
-        self.out_proj = nn.Linear(dim, dim)
-
-    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
-
-    def forward(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        bias: torch.Tensor | None = None,
-        causal: bool = False,
-    ) -> torch.Tensor:
-        """(N, Lq, D), (N, Lk, D), (N, Lk, D) -> (N, Lq, D); `bias` is added to the logits."""
-        q = self.split_heads(self.q_proj(query))
-        k = self.split_heads(self.k_proj(key))
-        v = self.split_heads(self.v_proj(value))
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=bias,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=causal,
-        )
-        return self.out_proj(out.transpose(1, 2).flatten(2))
+# The width every attention here splits into heads is the autoencoder's feature size.
+WIDTH_KEY = "the autoencoder's feature_dim"
 
 
 class WindowAttention(nn.Module):
@@ -91,12 +32,12 @@ class WindowAttention(nn.Module):
         dim: int,
         num_heads: int,
         window_size: int,
-        dropout: float = 0.0,
+        drop_rate: float = 0.0,
         relative_position: bool = False,
     ) -> None:
         super().__init__()
         self.window_size = window_size
-        self.attention = MultiHeadAttention(dim, num_heads, dropout)
+        self.attention = CrossAttention(dim, num_heads, drop_rate, width_key=WIDTH_KEY)
         self.relative_position = relative_position
         if relative_position:
             span = 2 * window_size - 1
@@ -112,7 +53,7 @@ class WindowAttention(nn.Module):
         else:
             self.register_buffer(
                 "position",
-                sine_position_2d(window_size, window_size, dim).flatten(0, 1),
+                sincos_2d(window_size, window_size, dim).flatten(0, 1),
                 persistent=False,
             )
 
@@ -163,17 +104,6 @@ class WindowAttention(nn.Module):
         return self.merge(out, shape).unflatten(0, (batch, frames))
 
 
-class FrameLayerNorm(nn.Module):
-    """LayerNorm over (C, H, W) of each frame: unlike BatchNorm it mixes no frames, so it is causal."""
-
-    def __init__(self, channels: int, feature_size: tuple[int, int]) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm((channels, *feature_size))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x)
-
-
 class ConvFFN(nn.Module):
     """HRFormer's conv feed-forward: 1x1 up, 3x3 depth-wise, 1x1 down, each normed and GELU.
 
@@ -187,7 +117,7 @@ class ConvFFN(nn.Module):
         hidden_dim: int,
         feature_size: tuple[int, int],
         norm: str = "batch",
-        dropout: float = 0.0,
+        drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
         if norm not in ("batch", "frame"):
@@ -205,11 +135,11 @@ class ConvFFN(nn.Module):
             nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1, groups=hidden_dim),
             make_norm(hidden_dim),
             nn.GELU(),
-            nn.Dropout(dropout),
+            nn.Dropout(drop_rate),
             nn.Conv2d(hidden_dim, dim, 1),
             make_norm(dim),
             nn.GELU(),
-            nn.Dropout(dropout),
+            nn.Dropout(drop_rate),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -217,20 +147,6 @@ class ConvFFN(nn.Module):
         frames = x.flatten(0, 1).permute(0, 3, 1, 2)
         out = self.layers(frames).permute(0, 2, 3, 1)
         return out.unflatten(0, (batch, -1))
-
-
-class Mlp(nn.Module):
-    """Position-wise two-layer MLP with GELU."""
-
-    def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.drop = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(hidden_dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.drop(self.act(self.fc1(x))))
 
 
 def per_position(x: torch.Tensor) -> torch.Tensor:
@@ -256,8 +172,8 @@ class VidHRFormerBlock(nn.Module):
         feature_size: tuple[int, int],
         window_size: int = 4,
         mlp_ratio: float = 4.0,
-        dropout: float = 0.1,
-        drop_path: float = 0.1,
+        drop_rate: float = 0.1,
+        drop_path_rate: float = 0.1,
         relative_position: bool = False,
         causal: bool = False,
     ) -> None:
@@ -266,15 +182,17 @@ class VidHRFormerBlock(nn.Module):
         self.causal = causal
         self.norm1 = nn.LayerNorm(dim)
         self.spatial_attention = WindowAttention(
-            dim, num_heads, window_size, dropout, relative_position
+            dim, num_heads, window_size, drop_rate, relative_position
         )
         self.norm2 = nn.LayerNorm(dim)
-        self.conv_ffn = ConvFFN(dim, hidden, feature_size, "frame" if causal else "batch", dropout)
+        self.conv_ffn = ConvFFN(
+            dim, hidden, feature_size, "frame" if causal else "batch", drop_rate
+        )
         self.norm3 = nn.LayerNorm(dim)
-        self.temporal_attention = MultiHeadAttention(dim, num_heads, dropout)
+        self.temporal_attention = CrossAttention(dim, num_heads, drop_rate, width_key=WIDTH_KEY)
         self.norm4 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, hidden, dropout)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.mlp = Mlp(dim, hidden, drop_rate, output_dropout=False)
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, temporal_position: torch.Tensor) -> torch.Tensor:
         batch, _, height, width, _ = x.shape
@@ -298,28 +216,28 @@ class VidHRFormerDecoderBlock(nn.Module):
         feature_size: tuple[int, int],
         window_size: int = 4,
         mlp_ratio: float = 4.0,
-        dropout: float = 0.1,
-        drop_path: float = 0.1,
+        drop_rate: float = 0.1,
+        drop_path_rate: float = 0.1,
         relative_position: bool = False,
     ) -> None:
         super().__init__()
         hidden = int(dim * mlp_ratio)
         self.norm1 = nn.LayerNorm(dim)
         self.spatial_attention = WindowAttention(
-            dim, num_heads, window_size, dropout, relative_position
+            dim, num_heads, window_size, drop_rate, relative_position
         )
         self.norm2 = nn.LayerNorm(dim)
         # VPTR's decoder normalises its conv FFNs per frame, as FAR does (and unlike its encoder).
-        self.conv_ffn = ConvFFN(dim, hidden, feature_size, "frame", dropout)
+        self.conv_ffn = ConvFFN(dim, hidden, feature_size, "frame", drop_rate)
         self.norm3 = nn.LayerNorm(dim)
-        self.temporal_attention = MultiHeadAttention(dim, num_heads, dropout)
+        self.temporal_attention = CrossAttention(dim, num_heads, drop_rate, width_key=WIDTH_KEY)
         self.norm4 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, hidden, dropout)
+        self.mlp = Mlp(dim, hidden, drop_rate, output_dropout=False)
         self.norm5 = nn.LayerNorm(dim)
-        self.cross_attention = MultiHeadAttention(dim, num_heads, dropout)
+        self.cross_attention = CrossAttention(dim, num_heads, drop_rate, width_key=WIDTH_KEY)
         self.norm6 = nn.LayerNorm(dim)
-        self.cross_conv_ffn = ConvFFN(dim, hidden, feature_size, "frame", dropout)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.cross_conv_ffn = ConvFFN(dim, hidden, feature_size, "frame", drop_rate)
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
     def forward(
         self,
@@ -347,10 +265,3 @@ class VidHRFormerDecoderBlock(nn.Module):
         y = self.cross_attention(query, past + past_position, past)
         target = target + self.drop_path(per_frame(y, batch, height, width))
         return target + self.drop_path(self.cross_conv_ffn(self.norm6(target)))
-
-
-def init_transformer_weights(module: nn.Module) -> None:
-    """Xavier-uniform for every linear and conv weight, as VPTR does; norms and biases as built."""
-    for layer in module.modules():
-        if isinstance(layer, (nn.Linear, nn.Conv2d)):
-            nn.init.xavier_uniform_(layer.weight)

@@ -1,8 +1,7 @@
-"""vid2vid's training losses: adversarial (LSGAN or hinge), pix2pixHD feature matching, a
-masked L1 and the VGG19 perceptual loss.
+"""Training losses shared by the families: adversarial (LSGAN, hinge, non-saturating), pix2pixHD
+feature matching, gradient difference, masked L1 and the VGG19 perceptual loss.
 
-The loss weights (10 for feature matching and for the perceptual loss in the paper) are the
-caller's business; every function here returns an unweighted mean.
+Weights are the caller's business: every function here returns an unweighted mean.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from videogen.models.checkpoint_io import load_plain
 
 log = logging.getLogger(__name__)
 
-GAN_MODES = ("lsgan", "hinge")
+GAN_MODES = ("lsgan", "hinge", "non_saturating")
 
 # pix2pixHD's perceptual loss: relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 of VGG19, deeper
 # layers weighted more because their activations are smaller. Each slice ends after that ReLU.
@@ -29,34 +28,51 @@ VGG_LAYER_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+# What a discriminator returns: a logits tensor, one list of block outputs (the logits last),
+# or one such list per scale (multi-scale discriminators).
+DiscriminatorOutput = torch.Tensor | list[torch.Tensor] | list[list[torch.Tensor]]
+
+
+def per_scale_logits(outputs: DiscriminatorOutput) -> list[torch.Tensor]:
+    """The logits of each scale of a discriminator's output, in any of its three forms."""
+    if isinstance(outputs, torch.Tensor):
+        return [outputs]
+    if not outputs:
+        raise ValueError("the discriminator returned no scales: there is nothing to score.")
+    if isinstance(outputs[0], torch.Tensor):
+        return [outputs[-1]]
+    return [scale[-1] for scale in outputs]
+
 
 def gan_loss(
-    outputs: list[list[torch.Tensor]],
+    outputs: DiscriminatorOutput,
     real: bool,
     mode: str = "lsgan",
     for_discriminator: bool = True,
 ) -> torch.Tensor:
-    """Adversarial loss of a multi-scale discriminator's outputs, averaged over scales.
+    """Adversarial loss of a discriminator's outputs, averaged over its scales.
 
-    Only the last tensor of each scale (the patch logits) is used. "lsgan" is the MSE to 1
-    (real) or 0 (fake) for both players. "hinge" is mean(relu(1 - x)) / mean(relu(1 + x)) for
-    the discriminator on real / fake, and -mean(x) for the generator, which asks for
-    `real=True, for_discriminator=False`.
+    Only the logits (the last tensor of each scale) are used.
+    - "lsgan": the MSE to 1 (real) or 0 (fake), for both players.
+    - "hinge": mean(relu(1 - x)) / mean(relu(1 + x)) for the discriminator on real / fake,
+      and -mean(x) for the generator, which asks for `real=True, for_discriminator=False`.
+    - "non_saturating": binary cross-entropy with logits towards 1 (real) or 0 (fake); the
+      generator asks for `real=True` (Goodfellow et al.'s -log D(G(z))).
     """
     if mode not in GAN_MODES:
         raise ValueError(f"GAN loss mode must be one of {list(GAN_MODES)}, got {mode!r}.")
-    if not outputs:
-        raise ValueError("the discriminator returned no scales: there is nothing to score.")
     if mode == "hinge" and not for_discriminator and not real:
         raise ValueError(
             "the hinge generator loss pushes fakes towards real: call it with real=True."
         )
     losses = []
-    for scale in outputs:
-        logits = scale[-1]
+    for logits in per_scale_logits(outputs):
         if mode == "lsgan":
             target = torch.ones_like(logits) if real else torch.zeros_like(logits)
             losses.append(F.mse_loss(logits, target))
+        elif mode == "non_saturating":
+            target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+            losses.append(F.binary_cross_entropy_with_logits(logits, target))
         elif not for_discriminator:
             losses.append(-logits.mean())
         elif real:
@@ -64,6 +80,16 @@ def gan_loss(
         else:
             losses.append(F.relu(1 + logits).mean())
     return torch.stack(losses).mean()
+
+
+def discriminator_loss(
+    fake_outputs: DiscriminatorOutput, real_outputs: DiscriminatorOutput, mode: str = "lsgan"
+) -> torch.Tensor:
+    """The discriminator's loss: the mean of its losses on real and on fake inputs."""
+    return 0.5 * (
+        gan_loss(real_outputs, True, mode, for_discriminator=True)
+        + gan_loss(fake_outputs, False, mode, for_discriminator=True)
+    )
 
 
 def feature_matching_loss(
@@ -92,6 +118,16 @@ def feature_matching_loss(
         ]
         per_scale.append(torch.stack(layers).mean())
     return torch.stack(per_scale).mean()
+
+
+def gradient_difference_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """GDL (Mathieu et al.): L1 distance between the absolute image gradients of two videos."""
+    loss = prediction.new_zeros(())
+    for dim in (-1, -2):
+        grad_pred = prediction.diff(dim=dim).abs()
+        grad_true = target.diff(dim=dim).abs()
+        loss = loss + (grad_pred - grad_true).abs().mean()
+    return loss
 
 
 def masked_l1(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,71 @@
+"""The one layer library every model family is built from.
+
+A family (`models/vit.py`, `models/vivit.py`, `models/vptr/`, `models/vid2vid/`, ...) imports
+from here, from `models/losses.py` and from `models/checkpoint_io.py`, never from another family
+(tests/test_import_rules.py holds that rule). Parameter names follow timm where a layer has a timm
+counterpart (`norm1`, `attn.qkv`, `attn.proj`, `mlp.fc1`, `patch_embed.proj`, ...), so ViT
+weights load key for key.
+"""
+
+from videogen.models.layers.attention import (
+    Attention,
+    CrossAttention,
+    FactorisedDotProductAttention,
+    Grid,
+)
+from videogen.models.layers.blocks import Block, FactorisedSelfAttentionBlock, modulate
+from videogen.models.layers.checkpointing import run_blocks
+from videogen.models.layers.conv import (
+    NORMS,
+    PatchDiscriminator,
+    ResidualBlock,
+    check_norm,
+    conv_norm_act,
+    norm_layer,
+)
+from videogen.models.layers.embeddings import (
+    PatchEmbedding,
+    TimestepEmbedding,
+    TubeletEmbedding,
+    sincos_1d,
+    sincos_2d,
+    timestep_features,
+    unpatchify,
+)
+from videogen.models.layers.init import INIT_SCHEMES, init_weights
+from videogen.models.layers.mlp import Mlp
+from videogen.models.layers.norms import FrameLayerNorm, batchnorms, kept_batchnorm_statistics
+from videogen.models.layers.ops import compose_masked, pixel_grid, warp
+
+__all__ = [
+    "INIT_SCHEMES",
+    "NORMS",
+    "Attention",
+    "Block",
+    "CrossAttention",
+    "FactorisedDotProductAttention",
+    "FactorisedSelfAttentionBlock",
+    "FrameLayerNorm",
+    "Grid",
+    "Mlp",
+    "PatchDiscriminator",
+    "PatchEmbedding",
+    "ResidualBlock",
+    "TimestepEmbedding",
+    "TubeletEmbedding",
+    "batchnorms",
+    "check_norm",
+    "compose_masked",
+    "conv_norm_act",
+    "init_weights",
+    "kept_batchnorm_statistics",
+    "modulate",
+    "norm_layer",
+    "pixel_grid",
+    "run_blocks",
+    "sincos_1d",
+    "sincos_2d",
+    "timestep_features",
+    "unpatchify",
+    "warp",
+]

@@ -1,0 +1,174 @@
+"""Attention: fused-qkv self-attention, ViViT's factorised dot-product attention, and attention
+with separate query / key / value inputs (cross-attention, optionally causal or biased).
+
+Every variant goes through `F.scaled_dot_product_attention` (flash / memory-efficient kernels on
+a GPU). Token tensors are (B, N, D); a video's tokens are time-major, (B, T*S, D).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from videogen.errors import ConfigError
+
+# (number of frames or temporal tokens, number of spatial tokens per frame)
+Grid = tuple[int, int]
+
+
+def check_heads(dim: int, num_heads: int, width_key: str) -> None:
+    """Refuse a width that the heads do not divide, naming the config key of the width."""
+    if num_heads < 1 or dim % num_heads:
+        raise ConfigError(
+            f"{width_key}={dim} is not divisible by model.net.num_heads={num_heads}: pick a head "
+            "count that divides the width."
+        )
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over a token sequence (B, N, D), one fused qkv projection."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        attn_drop_rate: float = 0.0,
+        drop_rate: float = 0.0,
+        width_key: str = "model.net.embed_dim",
+    ) -> None:
+        super().__init__()
+        check_heads(dim, num_heads, width_key)
+        self.num_heads = num_heads
+        self.attn_drop_rate = attn_drop_rate
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(drop_rate)
+
+    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, N, D) -> q, k, v each (B, heads, N, head_dim); qkv rows are stacked [q; k; v]."""
+        qkv = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        # unbind, not qkv[0], qkv[1], qkv[2]: its backward stacks the three gradients in one
+        # copy, where indexing would zero-fill and add three full-size buffers.
+        q, k, v = qkv.unbind(0)
+        return q, k, v
+
+    def attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False
+    ) -> torch.Tensor:
+        return F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.attn_drop_rate if self.training else 0.0, is_causal=causal
+        )
+
+    def forward(
+        self, x: torch.Tensor, grid: Grid | None = None, causal: bool = False
+    ) -> torch.Tensor:
+        q, k, v = self.split_heads(x)
+        out = rearrange(self.attend(q, k, v, causal), "b h n d -> b n (h d)")
+        return self.proj_drop(self.proj(out))
+
+    def forward_query(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The outputs (B, M, D) of the `query` tokens only, attending over all of `context`
+        (B, N, D), with the same weights: the queries of the other tokens are not computed."""
+        dim = self.proj.in_features
+        weight, bias = self.qkv.weight, self.qkv.bias
+        q = F.linear(query, weight[:dim], None if bias is None else bias[:dim])
+        kv = F.linear(context, weight[dim:], None if bias is None else bias[dim:])
+        q = rearrange(q, "b m (h d) -> b h m d", h=self.num_heads)
+        k, v = rearrange(kv, "b n (two h d) -> two b h n d", two=2, h=self.num_heads).unbind(0)
+        out = rearrange(self.attend(q, k, v), "b h m d -> b m (h d)")
+        return self.proj_drop(self.proj(out))
+
+
+class FactorisedDotProductAttention(Attention):
+    """ViViT Model 4: half of the heads attend within each frame, the other half across time.
+
+    Same parameters as `Attention`, so ViT weights load directly. Tokens are time-major:
+    (B, T*S, D) with the S spatial tokens of frame t at positions t*S .. t*S + S - 1.
+    """
+
+    def __init__(self, dim: int, num_heads: int, **kwargs) -> None:
+        if num_heads % 2:
+            raise ConfigError(
+                f"factorised dot-product attention splits the heads between space and time, so "
+                f"model.net.num_heads must be even, got {num_heads}."
+            )
+        super().__init__(dim, num_heads, **kwargs)
+
+    def forward(
+        self, x: torch.Tensor, grid: Grid | None = None, causal: bool = False
+    ) -> torch.Tensor:
+        if grid is None:
+            raise ValueError("factorised dot-product attention needs the (time, space) token grid")
+        frames, tokens = grid
+        q, k, v = self.split_heads(x)
+        half = self.num_heads // 2
+
+        def spatial(t: torch.Tensor) -> torch.Tensor:
+            return rearrange(t[:, :half], "b h (t s) d -> (b t) h s d", t=frames)
+
+        def temporal(t: torch.Tensor) -> torch.Tensor:
+            return rearrange(t[:, half:], "b h (t s) d -> (b s) h t d", t=frames)
+
+        out_s = rearrange(
+            self.attend(spatial(q), spatial(k), spatial(v)), "(b t) h s d -> b h (t s) d", t=frames
+        )
+        out_t = rearrange(
+            self.attend(temporal(q), temporal(k), temporal(v), causal),
+            "(b s) h t d -> b h (t s) d",
+            s=tokens,
+        )
+        out = rearrange(torch.cat([out_s, out_t], dim=1), "b h n d -> b n (h d)")
+        return self.proj_drop(self.proj(out))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention with separate query, key and value inputs and projections.
+
+    For attention whose keys are not its values (VPTR adds position codes to queries and keys
+    only) and for attending from one sequence to another; `bias` (added to the logits) and
+    `causal` (each query sees keys up to its own position) are optional.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        attn_drop_rate: float = 0.0,
+        width_key: str = "model.net.embed_dim",
+    ) -> None:
+        super().__init__()
+        check_heads(dim, num_heads, width_key)
+        self.num_heads = num_heads
+        self.attn_drop_rate = attn_drop_rate
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        """(N, Lq, D), (N, Lk, D), (N, Lk, D) -> (N, Lq, D)."""
+        q = self.split_heads(self.q_proj(query))
+        k = self.split_heads(self.k_proj(key))
+        v = self.split_heads(self.v_proj(value))
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=bias,
+            dropout_p=self.attn_drop_rate if self.training else 0.0,
+            is_causal=causal,
+        )
+        return self.out_proj(out.transpose(1, 2).flatten(2))

@@ -1,0 +1,116 @@
+"""Embeddings: frames or clips to tokens and back, sine-cosine position codes computed for any
+size, and diffusion timestep embeddings."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from einops import rearrange
+from torch import nn
+
+
+class PatchEmbedding(nn.Module):
+    """Non-overlapping p x p patches of images (N, C, H, W) -> tokens (N, H/p * W/p, D)."""
+
+    def __init__(self, in_channels: int, embed_dim: int, patch_size: int) -> None:
+        super().__init__()
+        self.patch_size = int(patch_size)
+        self.proj = nn.Conv2d(in_channels, embed_dim, self.patch_size, stride=self.patch_size)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.proj(images).flatten(2).transpose(1, 2)
+
+
+class TubeletEmbedding(nn.Module):
+    """Non-overlapping (t, h, w) tubelets -> tokens (B, T/t, H/h * W/w, D) with a Conv3d."""
+
+    def __init__(self, in_channels: int, embed_dim: int, tubelet_size: Sequence[int]) -> None:
+        super().__init__()
+        self.tubelet_size = tuple(int(s) for s in tubelet_size)
+        self.proj = nn.Conv3d(
+            in_channels, embed_dim, kernel_size=self.tubelet_size, stride=self.tubelet_size
+        )
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        x = self.proj(video.transpose(1, 2))  # B, D, T', H', W'
+        return rearrange(x, "b d t h w -> b t (h w) d")
+
+
+def unpatchify(
+    tokens: torch.Tensor, patch_size: Sequence[int], grid: Sequence[int]
+) -> torch.Tensor:
+    """Tokens (B, T'*H'*W', t*h*w*C) back to a video (B, T'*t, C, H'*h, W'*w).
+
+    The inverse of cutting a video into (t, h, w) tubelets on a (T', H', W') grid, each token
+    holding its tubelet's values in (t, h, w, C) order.
+    """
+    t, h, w = (int(s) for s in patch_size)
+    frames, rows, cols = (int(s) for s in grid)
+    return rearrange(
+        tokens,
+        "b (gt gh gw) (t h w c) -> b (gt t) c (gh h) (gw w)",
+        gt=frames,
+        gh=rows,
+        gw=cols,
+        t=t,
+        h=h,
+        w=w,
+    )
+
+
+def sincos_1d(length: int, dim: int, offset: int = 0) -> torch.Tensor:
+    """Transformer sine/cosine code of positions offset..offset+length-1 -> (length, dim).
+
+    Even channels hold the sines, odd channels the cosines (Vaswani et al.). Computed for any
+    length, so a model is not tied to the clip length it was built for.
+    """
+    position = torch.arange(offset, offset + length, dtype=torch.float32).unsqueeze(1)
+    frequency = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    code = torch.zeros(length, dim)
+    code[:, 0::2] = torch.sin(position * frequency)
+    code[:, 1::2] = torch.cos(position * frequency[: dim // 2])
+    return code
+
+
+def sincos_2d(height: int, width: int, dim: int) -> torch.Tensor:
+    """2D code: the first half of the channels encode the row, the second half the column
+    -> (height, width, dim)."""
+    rows = sincos_1d(height, dim // 2)[:, None, :].expand(height, width, dim // 2)
+    cols = sincos_1d(width, dim - dim // 2)[None, :, :].expand(height, width, -1)
+    return torch.cat([rows, cols], dim=-1)
+
+
+def timestep_features(
+    timesteps: torch.Tensor, dim: int, max_period: float = 10000.0
+) -> torch.Tensor:
+    """Sinusoidal features (B, dim) of (possibly fractional) diffusion timesteps (B,).
+
+    [cos(t * f_i), sin(t * f_i)] with frequencies f_i = max_period^(-i / (dim / 2)), as DiT and
+    Latte compute them; computed in float32 whatever the model's precision.
+    """
+    half = dim // 2
+    frequencies = torch.exp(
+        -math.log(max_period)
+        * torch.arange(half, dtype=torch.float32, device=timesteps.device)
+        / half
+    )
+    angles = timesteps.float().unsqueeze(1) * frequencies.unsqueeze(0)
+    features = torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+    if dim % 2:
+        features = torch.cat([features, torch.zeros_like(features[:, :1])], dim=1)
+    return features
+
+
+class TimestepEmbedding(nn.Module):
+    """Diffusion timesteps (B,) -> conditioning vectors (B, dim): sinusoidal features, then an MLP."""
+
+    def __init__(self, dim: int, frequency_dim: int = 256) -> None:
+        super().__init__()
+        self.frequency_dim = frequency_dim
+        self.mlp = nn.Sequential(nn.Linear(frequency_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
+        features = timestep_features(timesteps, self.frequency_dim)
+        return self.mlp(features.to(self.mlp[0].weight.dtype))

@@ -1,0 +1,44 @@
+"""What a task can show: the explicit interfaces `generate` and the sample-video callback use."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Panels:
+    """Videos (B, T, C, H, W) in [0, 1] to show side by side, by name (left to right), and the
+    index of the first generated frame (framed in red; 0: every frame is generated)."""
+
+    videos: dict[str, torch.Tensor]
+    first_generated: int = 0
+
+
+class ExampleVideos(abc.ABC):
+    """A task that makes videos (prediction, synthesis, generation): `generate` writes its panels.
+
+    List it before the LightningModule base: its `predict_step` (what `generate` runs) gives
+    the panels.
+    """
+
+    @abc.abstractmethod
+    def generation_panels(self, batch: dict[str, torch.Tensor]) -> Panels:
+        """The panels of `batch`'s examples."""
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> Panels | None:
+        """The panels of a batch; None for a batch whose every clip was unreadable."""
+        if "video" not in batch:
+            return None
+        return self.generation_panels(batch)
+
+
+class LabelledClips(abc.ABC):
+    """A task that labels clips (classification): the callback shows each input clip with its
+    predicted class."""
+
+    @abc.abstractmethod
+    def labelled_clips(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's clips as the task received them and the predicted class of each (B,)."""
