@@ -156,6 +156,8 @@ class VideoTask(pl.LightningModule):
     # data/base.py): "standardized" ((x - mean) / std of the data), "unit" ([0, 1]) or
     # "signed" ([-1, 1]).
     pixel_range: ClassVar[str] = "standardized"
+    # What the network must be (a class or a runtime-checkable Protocol); None: anything.
+    network_type: ClassVar[type | None] = None
     # Hyper-parameters that evaluate / generate may change on a trained task (model.<name>=...).
     runtime_options: ClassVar[tuple[str, ...]] = ()
     # Convolutional tasks set this from their `channels_last` option: True / False, or None for
@@ -178,6 +180,11 @@ class VideoTask(pl.LightningModule):
         # Built (and started from `net.pretrained_path`, unless a checkpoint is being restored)
         # by the one network builder.
         self.net: nn.Module = build_network(net)
+        if self.network_type is not None and not isinstance(self.net, self.network_type):
+            raise ConfigError(
+                f"model.net of {type(self).__name__} must be a {self.network_type.__name__}, "
+                f"got {type(self.net).__name__}: set model.net._target_ to one."
+            )
         self.optimizer_config = optimizer
         self.scheduler_config = scheduler
         # The whole run config and the config-group options it was composed from (`model`,

@@ -103,6 +103,7 @@ class AutoencoderTask(AdversarialTask, PixelSpaceTask):
     """
 
     runtime_options: ClassVar[tuple[str, ...]] = ("channels_last",)
+    network_type: ClassVar[type | None] = VPTRAutoencoder
 
     def __init__(
         self,
@@ -117,10 +118,6 @@ class AutoencoderTask(AdversarialTask, PixelSpaceTask):
         super().__init__(net, optimizer, scheduler)
         self.save_hyperparameters(logger=False)
         self.channels_last = channels_last
-        if not isinstance(self.net, VPTRAutoencoder):
-            raise ConfigError(
-                f"model.net of vptr_ae must be a VPTRAutoencoder, got {type(self.net).__name__}."
-            )
         self.discriminator: PatchDiscriminator | None = (
             build_network(discriminator) if discriminator and gan_weight > 0 else None
         )
@@ -216,6 +213,7 @@ class PredictionTask(PixelSpaceTask):
     """
 
     runtime_options: ClassVar[tuple[str, ...]] = ("lpips_path", "channels_last")
+    network_type: ClassVar[type | None] = VideoPredictor
 
     def __init__(
         self,
@@ -245,11 +243,6 @@ class PredictionTask(PixelSpaceTask):
         self.save_hyperparameters(logger=False)
         self.hparams["net"] = net
         self.hparams["autoencoder"] = autoencoder
-        if not isinstance(self.net, VideoPredictor):
-            raise ConfigError(
-                f"model.net must be a video predictor (VPTRFAR, VPTRNAR), got "
-                f"{type(self.net).__name__}."
-            )
         self.autoencoder = frozen
         self.gdl_weight = gdl_weight
         self.grad_clip_norm = grad_clip_norm

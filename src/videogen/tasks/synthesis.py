@@ -121,6 +121,7 @@ class SynthesisTask(ExampleVideos, AdversarialTask):
 
     requires: ClassVar[frozenset[str]] = frozenset({"video", "segmentation"})
     pixel_range: ClassVar[str] = "signed"
+    network_type: ClassVar[type | None] = SequentialGenerator
     # Options that may be changed on a trained model (evaluate / generate overrides).
     runtime_options: ClassVar[tuple[str, ...]] = (
         "sample_style",
@@ -164,10 +165,6 @@ class SynthesisTask(ExampleVideos, AdversarialTask):
         super().__init__(net, optimizer, scheduler)
         self.save_hyperparameters(logger=False)
         self.channels_last = channels_last
-        if not isinstance(self.net, SequentialGenerator):
-            raise ConfigError(
-                f"model.net of vid2vid must be a SequentialGenerator, got {type(self.net).__name__}."
-            )
         if gan_mode not in GAN_MODES:
             raise ConfigError(f"model.gan_mode must be one of {list(GAN_MODES)}, got {gan_mode!r}.")
         if min(frames_per_step, num_frames_start, num_frames_total) < 1:
