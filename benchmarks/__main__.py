@@ -8,6 +8,7 @@ raw decoding (data loader), FAR (for NAR), the default memory layout (channels_l
     python -m benchmarks --quick                  # fewer timed steps
     python -m benchmarks --only training,vptr     # some sections
     python -m benchmarks --device cuda --dtype bfloat16
+    python -m benchmarks --only revisions --against /tmp/before/src   # vs another checkout
 """
 
 from __future__ import annotations
@@ -19,11 +20,20 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import data_throughput, profiles, training_step, vid2vid_generator, vptr_inference
+from benchmarks import (
+    data_throughput,
+    profiles,
+    revisions,
+    training_step,
+    vid2vid_generator,
+    vptr_inference,
+)
 from benchmarks.common import Table, environment, matmul_peak_flops
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
 SECTIONS = ("training", "data", "vptr", "vid2vid", "profiles")
+# Run only when asked for, with --against.
+OPTIONAL_SECTIONS = ("revisions",)
 
 
 def section_tables(name: str, args: argparse.Namespace, peak: float) -> list[Table]:
@@ -37,6 +47,11 @@ def section_tables(name: str, args: argparse.Namespace, peak: float) -> list[Tab
         ],
         "vid2vid": lambda: [vid2vid_generator.table(args.device, peak, args.dtype)],
         "profiles": lambda: [profiles.table(args.device)],
+        "revisions": lambda: [
+            revisions.table(
+                args.device, args.dtype, torch.get_num_threads(), args.against, args.quick
+            )
+        ],
     }
     return runners[name]()
 
@@ -68,12 +83,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     parser.add_argument("--quick", action="store_true", help="fewer timed training steps")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--against", type=Path, help="the src folder of another checkout (section revisions)"
+    )
     args = parser.parse_args(argv)
     args.dtype = args.dtype or ("bfloat16" if args.device == "cuda" else "float32")
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = sorted(set(chosen) - set(SECTIONS))
+    known = SECTIONS + OPTIONAL_SECTIONS
+    unknown = sorted(set(chosen) - set(known))
     if unknown:
-        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    if "revisions" in chosen and not (args.against and (args.against / "videogen").is_dir()):
+        parser.error("--only revisions needs --against DIR, the src folder of another checkout")
 
     start = time.perf_counter()
     device = torch.device(args.device)

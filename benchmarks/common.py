@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
@@ -125,17 +126,24 @@ class PeakMemory:
         self.mib = (peak - self.base) / 2**20
 
 
-def run_child(module: str, args: Sequence[str], timeout: float = 1800) -> dict:
+def run_child(
+    module: str, args: Sequence[str], timeout: float = 1800, source: Path | None = None
+) -> dict:
     """Run `python -m module args` in a fresh process and return the result it printed.
 
     Each measured configuration gets its own process, so that its peak memory and its
-    torch.compile caches are its own.
+    torch.compile caches are its own. `source` (a `src` folder of another checkout) makes the
+    child import that checkout's `videogen` instead of this one's.
     """
+    env = None
+    if source is not None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(source), os.getcwd()])}
     proc = subprocess.run(
         [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_PREFIX):

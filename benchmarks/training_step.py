@@ -214,13 +214,49 @@ class VPTRTrainingStep(nn.Module):
         return F.mse_loss(self.autoencoder.decode(predicted), target)
 
 
+class AutoencoderTrainingStep(nn.Module):
+    """VPTR stage 1 at paper size: reconstruct every frame, MSE (no discriminator)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from videogen.models.vptr.autoencoder import VPTRAutoencoder
+
+        self.net = VPTRAutoencoder(1, (64, 64))
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(self.net(frames), frames)
+
+
+class GeneratorTrainingStep(nn.Module):
+    """vid2vid's sequential generator over a few frames (labels to frames, flow and warping)."""
+
+    def __init__(self, classes: int = 19) -> None:
+        super().__init__()
+        from videogen.models.vid2vid.generator import SequentialGenerator
+
+        self.net = SequentialGenerator(
+            classes, base_channels=32, num_res_blocks=4, num_local_res_blocks=1
+        )
+
+    def forward(self, segmentation: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        outputs = self.net.rollout(self.net.semantic_input(segmentation))
+        fake = torch.stack([out.frame for out in outputs], 1)
+        return F.l1_loss(fake, real)
+
+
 def paper_case(name: str, batch: int, device: torch.device) -> Case:
     if name == "vivit_b_fe":  # ViViT-B/16x2, factorised encoder, 32 frames at 224 (K400 setting)
         d = dict(frames=32, image=224, patch=16, tubelet=2, dim=768, depth=12, temporal=4, heads=12)
         video = torch.randn(batch, 32, 3, 224, 224, device=device)
         return classification(our_vivit("factorised_encoder", d), video, batch)
-    kind = name.removeprefix("vptr_")  # 1 channel, 64x64, 10 -> 10 frames
+    if name == "vid2vid":  # 4 frames of 19-class maps at 64x128
+        segmentation = torch.randint(0, 19, (batch, 4, 64, 128), device=device)
+        real = torch.rand(batch, 4, 3, 64, 128, device=device) * 2 - 1
+        return Case(GeneratorTrainingStep(), (segmentation, real), lambda loss: loss, batch)
     frames = torch.rand(batch, 20, 1, 64, 64, device=device)
+    if name == "vptr_ae":  # every frame of a 20-frame clip, 1 channel, 64x64
+        return Case(AutoencoderTrainingStep(), (frames,), lambda loss: loss, batch)
+    kind = name.removeprefix("vptr_")  # 1 channel, 64x64, 10 -> 10 frames
     return Case(VPTRTrainingStep(kind), (frames,), lambda loss: loss, batch)
 
 
