@@ -1,18 +1,17 @@
 """Every recorded task layout (tests/data/state_dict_layout.json) is still what the code builds:
 the same state-dict keys with the same shapes, so checkpoints written with the recorded layout
-keep loading. Where the code maps the keys of old checkpoints (videogen.tasks.legacy, once it
-exists), the recorded keys are mapped the same way first."""
+keep loading. Keys that the code maps on load (videogen.tasks.legacy) are mapped the same way
+first."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 from typing import Any
 
 import pytest
 
 from tests.state_dict_layout import LAYOUT_FILE, build_task, layout_of
+from videogen.tasks.legacy import upgrade_state_dict
 
 RECORDED: dict[str, Any] = json.loads(LAYOUT_FILE.read_text())
 NAMES = sorted(name for name in RECORDED if not name.startswith("_"))
@@ -21,9 +20,7 @@ SHOWN = 8  # keys listed per kind of difference
 
 def as_current_code_names_them(task_name: str, state: dict[str, Any]) -> dict[str, Any]:
     """`state` (keys of an old checkpoint) with its keys mapped as the code maps them on load."""
-    if importlib.util.find_spec("videogen.tasks.legacy") is None:
-        return state
-    return importlib.import_module("videogen.tasks.legacy").upgrade_state_dict(task_name, state)
+    return upgrade_state_dict(task_name, state)
 
 
 def first(keys: list[str]) -> str:
