@@ -349,7 +349,7 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
 
     def wanted_pixel_range(self) -> str:
         """The range the task being run asks for (`pixel_range`; standardized without one)."""
-        trainer = self._trainer if hasattr(self, "_trainer") else None
+        trainer = self.trainer  # a LightningDataModule's trainer (it has no `_trainer`)
         task = trainer.lightning_module if trainer is not None else None
         return getattr(task, "pixel_range", "standardized")
 
