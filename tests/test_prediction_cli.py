@@ -151,7 +151,7 @@ def test_prediction_checkpoint_holds_the_frozen_autoencoder(
     expected = {
         k.removeprefix("net."): v for k, v in stage1["state_dict"].items() if k.startswith("net.")
     }
-    loaded = task.autoencoder.state_dict()
+    loaded = task.autoencoder.net.state_dict()
     assert loaded.keys() == expected.keys()
     for key, value in expected.items():
         torch.testing.assert_close(loaded[key], value, msg=key)

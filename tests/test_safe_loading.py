@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from timm.models.vision_transformer import VisionTransformer
 
 from tests.conftest import FAST_RUN, assert_ok, assert_one_sentence_error, run_cli
 from videogen.errors import CheckpointError
+from videogen.models.build import build_network
 from videogen.models.checkpoint_io import load_state_dict
-from videogen.models.vit import FrameViT, build_vit
-from videogen.models.vivit import ViViT
 from videogen.tasks.base import read_checkpoint
 from videogen.utils.stored_targets import check_stored_targets, overridden_keys
 
@@ -291,7 +291,7 @@ def test_resume_auto_into_a_finished_run_says_how_to_go_on(vit_run: Path, tmp_pa
 
 def test_safetensors_weights_load_like_the_pth_file(tmp_path: Path) -> None:
     dims = dict(patch_size=4, embed_dim=32, depth=2, num_heads=2)
-    source = build_vit(num_classes=5, img_size=16, **dims)
+    source = VisionTransformer(img_size=16, num_classes=5, in_chans=3, **dims)
     state = {k: v.contiguous() for k, v in source.state_dict().items()}
     torch.save(state, tmp_path / "vit.pth")
     save_file(state, str(tmp_path / "vit.safetensors"))
@@ -302,17 +302,28 @@ def test_safetensors_weights_load_like_the_pth_file(tmp_path: Path) -> None:
         torch.testing.assert_close(from_safetensors[key], value, rtol=0, atol=0)
 
     def vit(path: Path) -> torch.nn.Module:
-        return FrameViT(num_classes=5, img_size=16, pretrained_path=str(path), **dims)
+        return build_network(
+            {
+                "_target_": "videogen.models.vit.FrameViT",
+                "num_classes": 5,
+                "img_size": 16,
+                "pretrained_path": str(path),
+                **dims,
+            }
+        )
 
     def vivit(path: Path | None) -> torch.nn.Module:
-        return ViViT(
-            5,
-            2,
-            16,
-            variant="spatio_temporal",
-            tubelet_size=(1, 4, 4),
-            pretrained_path=str(path) if path else None,
-            **{k: v for k, v in dims.items() if k != "patch_size"},
+        return build_network(
+            {
+                "_target_": "videogen.models.vivit.ViViT",
+                "num_classes": 5,
+                "num_frames": 2,
+                "img_size": 16,
+                "variant": "spatio_temporal",
+                "tubelet_size": (1, 4, 4),
+                "pretrained_path": str(path) if path else None,
+                **{k: v for k, v in dims.items() if k != "patch_size"},
+            }
         )
 
     qkv = "blocks.1.attn.qkv.weight"

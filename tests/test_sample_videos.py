@@ -47,7 +47,7 @@ VIT = {
 OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3}
 AUTOENCODER = {
     "_target_": "videogen.models.vptr.autoencoder.VPTRAutoencoder",
-    "in_chans": 3,
+    "in_channels": 3,
     "img_size": [32, 32],
     "base_channels": 8,
     "feature_dim": 16,
@@ -60,8 +60,8 @@ NAR = {
     "decoder_depth": 1,
     "num_heads": 2,
     "window_size": 4,
-    "dropout": 0.0,
-    "drop_path": 0.0,
+    "drop_rate": 0.0,
+    "drop_path_rate": 0.0,
     "context_frames": 2,
     "future_frames": 2,
 }

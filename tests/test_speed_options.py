@@ -44,11 +44,16 @@ LINEAR = {"_target_": "torch.nn.Linear", "in_features": 4, "out_features": 2}
 # Tiny VPTR transformers: 16-d features on a 4x4 map, 2x2 windows, with dropout and drop path
 # so that checkpointing has random state to replay.
 TINY_VPTR = dict(
-    feature_dim=16, feature_size=(4, 4), num_heads=2, window_size=2, dropout=0.1, drop_path=0.1
+    feature_dim=16,
+    feature_size=(4, 4),
+    num_heads=2,
+    window_size=2,
+    drop_rate=0.1,
+    drop_path_rate=0.1,
 )
 TINY_AE = {
     "_target_": "videogen.models.vptr.autoencoder.VPTRAutoencoder",
-    "in_chans": 3,
+    "in_channels": 3,
     "img_size": [16, 16],
     "base_channels": 8,
     "feature_dim": 16,
@@ -57,7 +62,7 @@ TINY_AE = {
 }
 TINY_PATCH_D = {
     "_target_": "videogen.models.vptr.autoencoder.PatchDiscriminator",
-    "in_chans": 3,
+    "in_channels": 3,
     "base_channels": 8,
     "num_layers": 2,
 }
@@ -349,7 +354,7 @@ def tokens() -> tuple[torch.Tensor, tuple[int, int]]:
 
 def graph_cases() -> dict[str, tuple[Callable[[], nn.Module], Callable[[], tuple]]]:
     """name -> (build the module, make its inputs), built lazily inside each test."""
-    vptr = dict(num_heads=2, feature_size=(4, 4), window_size=2, dropout=0.1, drop_path=0.1)
+    vptr = dict(num_heads=2, feature_size=(4, 4), window_size=2, drop_rate=0.1, drop_path_rate=0.1)
     cases = {
         "Block": (lambda: Block(D, 2), tokens),
         "Block+FactorisedDotProductAttention": (

@@ -101,7 +101,7 @@ def test_a_second_spatial_scale_starts_from_the_coarser_checkpoint(
     coarse = vid2vid_run / "checkpoints" / "best.ckpt"
     run_dir = train(
         tmp_path,
-        "model.net.n_scales_spatial=2",
+        "model.net.num_spatial_scales=2",
         f"model.coarse_ckpt={coarse}",
         "optimizer.lr=0",  # steps that change nothing: the weights are exactly the loaded ones
         "test_after_fit=false",

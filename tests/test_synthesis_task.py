@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 
 from videogen.errors import CheckpointError, ConfigError
-from videogen.models.vid2vid.flow import reference_flows
+from videogen.models.vid2vid import reference_flows
 from videogen.tasks.synthesis import SequenceBuffers, SynthesisTask
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
@@ -90,7 +90,7 @@ def test_the_video_discriminator_sees_real_and_fake_clips_with_the_same_referenc
 
 
 def test_training_steps_every_optimiser_once_per_chunk() -> None:
-    task = tiny_task(frames_per_step=2, n_frames_start=4, n_frames_total=4)
+    task = tiny_task(frames_per_step=2, num_frames_start=4, num_frames_total=4)
     datamodule = instantiate(
         {
             "_target_": "videogen.data.synthetic.SyntheticVideoDataModule",
@@ -122,7 +122,7 @@ def test_training_steps_every_optimiser_once_per_chunk() -> None:
 
 
 def test_sequences_double_every_few_epochs_up_to_the_limit_and_the_clip() -> None:
-    task = tiny_task(n_frames_start=2, n_frames_total=12, grow_every_epochs=2)
+    task = tiny_task(num_frames_start=2, num_frames_total=12, grow_every_epochs=2)
     lengths = [task.sequence_length(frames=30, epoch=e) for e in range(8)]
     assert lengths == [2, 2, 4, 4, 8, 8, 12, 12]
     assert task.sequence_length(frames=5, epoch=6) == 5
@@ -172,7 +172,7 @@ def test_the_paper_config_builds_the_official_sizes_on_cityscapes(compose_train)
     assert generator.label_channels == 20
     assert generator.levels[0].label_encoder[0][1].in_channels == 3 * 20
     assert generator.levels[0].frame_encoder[0][1].in_channels == 2 * 3
-    assert generator.levels[0].trunk[0].body[0][1].out_channels == 128 * 2**3
+    assert generator.levels[0].trunk[0].body[1].out_channels == 128 * 2**3
     # D_I sees the semantic map and the frame; D_V 3 frames and their 2 flows.
     assert task.image_discriminator.scales[0].blocks[0][0].in_channels == 20 + 3
     assert task.video_discriminator.in_channels == 3 * 3 + 2 * 2
@@ -186,23 +186,40 @@ def test_the_paper_config_builds_the_official_sizes_on_cityscapes(compose_train)
 
 
 @pytest.mark.parametrize(
-    ("recorded", "scales", "message"),
+    ("recorded", "key", "scales", "message"),
     [
-        ("videogen.tasks.prediction.AutoencoderTask", 1, "belongs to the task AutoencoderTask"),
-        ("videogen.tasks.synthesis.SynthesisTask", 2, "the coarser run must have fewer"),
+        (
+            "videogen.tasks.prediction.AutoencoderTask",
+            "num_spatial_scales",
+            1,
+            "belongs to the task AutoencoderTask",
+        ),
+        (
+            "videogen.tasks.synthesis.SynthesisTask",
+            "num_spatial_scales",
+            2,
+            "the coarser run must have fewer",
+        ),
+        # A checkpoint written before the rename stores the old name.
+        (
+            "videogen.tasks.synthesis.SynthesisTask",
+            "n_scales_spatial",
+            2,
+            "the coarser run must have fewer",
+        ),
     ],
 )
 def test_a_coarse_checkpoint_must_be_a_coarser_vid2vid(
-    tmp_path, recorded: str, scales: int, message: str
+    tmp_path, recorded: str, key: str, scales: int, message: str
 ) -> None:
     path = tmp_path / "coarse.ckpt"
     torch.save(
         {
             "state_dict": {},
-            "hyper_parameters": {"net": {"n_scales_spatial": scales}},
+            "hyper_parameters": {"net": {key: scales}},
             "videogen": {"task": recorded},
         },
         path,
     )
     with pytest.raises((CheckpointError, ConfigError), match=message):
-        tiny_task(net={"n_scales_spatial": 2}, coarse_ckpt=str(path))
+        tiny_task(net={"num_spatial_scales": 2}, coarse_ckpt=str(path))

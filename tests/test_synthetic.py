@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from videogen.data.synthetic import (
@@ -93,6 +94,46 @@ def test_datamodule_normalises_on_the_device() -> None:
     expected = (raw.float() / 255 - 0.5) / 0.25
     torch.testing.assert_close(out["video"], expected)
     torch.testing.assert_close(dm.denormalize(out["video"]), raw.float() / 255)
+
+
+class RangeProbe(pl.LightningModule):
+    """A task that declares `pixel_range` and keeps the validation video it is given."""
+
+    def __init__(self, pixel_range: str) -> None:
+        super().__init__()
+        self.pixel_range = pixel_range
+        self.layer = torch.nn.Linear(1, 1)
+        self.seen: list[torch.Tensor] = []
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.seen.append(batch["video"])
+
+
+@pytest.mark.parametrize(
+    ("pixel_range", "expected"),
+    [
+        ("standardized", lambda raw: (raw / 255 - 0.5) / 0.25),
+        ("unit", lambda raw: raw / 255),
+        ("signed", lambda raw: raw / 127.5 - 1),
+    ],
+)
+def test_a_trainer_delivers_video_in_the_range_its_task_declares(pixel_range, expected) -> None:
+    dm = SyntheticVideoDataModule(
+        train_size=4, val_size=4, test_size=4, batch_size=4, mean=[0.5] * 3, std=[0.25] * 3
+    )
+    task = RangeProbe(pixel_range)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        limit_val_batches=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.validate(task, datamodule=dm, verbose=False)
+    raw = next(iter(dm.val_dataloader()))["video"].float()
+    (video,) = task.seen
+    torch.testing.assert_close(video, expected(raw))
+    torch.testing.assert_close(dm.to_unit_range(video, pixel_range), raw / 255)
 
 
 @pytest.mark.parametrize(

@@ -144,7 +144,7 @@ def test_multi_view_test_reports_per_view_and_per_video_accuracy(tmp_path: Path)
     logits, labels, videos = [], [], []
     with torch.no_grad():
         for batch in datamodule.test_dataloader():
-            logits.append(task(datamodule.normalize(batch["video"])))
+            logits.append(task(datamodule.to_pixel_range(batch["video"], task.pixel_range)))
             labels.append(batch["label"])
             videos.append(batch["video_index"])
     logits, labels, videos = torch.cat(logits), torch.cat(labels), torch.cat(videos)

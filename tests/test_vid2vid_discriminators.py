@@ -12,26 +12,24 @@ import torch
 import torchvision
 
 from videogen.errors import ConfigError
-from videogen.models.vid2vid import losses
-from videogen.models.vid2vid.discriminators import (
-    MultiscaleDiscriminator,
-    PatchDiscriminator,
-    VideoDiscriminator,
-    clip_start_indices,
-    temporal_stride,
-)
-from videogen.models.vid2vid.encoder import (
-    ClassFeatureMixture,
-    InstanceFeatureEncoder,
-    instance_average,
-    instance_features,
-)
-from videogen.models.vid2vid.losses import (
+from videogen.models import losses
+from videogen.models.losses import (
     VGGPerceptualLoss,
+    discriminator_loss,
     feature_matching_loss,
     gan_loss,
     masked_l1,
 )
+from videogen.models.vid2vid import (
+    ClassFeatureMixture,
+    InstanceFeatureEncoder,
+    MultiscaleDiscriminator,
+    VideoDiscriminator,
+    clip_start_indices,
+    instance_features,
+    temporal_stride,
+)
+from videogen.models.vid2vid.encoder import instance_average
 
 TINY_D = dict(base_channels=4, num_layers=2)
 
@@ -50,9 +48,14 @@ def logits_size(size: int, num_layers: int) -> int:
 # --------------------------------------------------------------------------- discriminators
 
 
+def patch_discriminator(in_channels: int, **options) -> torch.nn.Module:
+    """The PatchGAN vid2vid builds: one scale of its multi-scale discriminator."""
+    return MultiscaleDiscriminator(in_channels, num_scales=1, **options).scales[0]
+
+
 def test_patch_discriminator_returns_every_block_with_logits_last() -> None:
     torch.manual_seed(0)
-    outputs = PatchDiscriminator(3, **TINY_D)(torch.randn(2, 3, 32, 32))
+    outputs = patch_discriminator(3, **TINY_D)(torch.randn(2, 3, 32, 32))
     assert [tuple(o.shape) for o in outputs] == [
         (2, 4, 17, 17),
         (2, 8, 9, 9),
@@ -63,7 +66,7 @@ def test_patch_discriminator_returns_every_block_with_logits_last() -> None:
 
 def test_gan_weight_init_and_norm_choice() -> None:
     torch.manual_seed(0)
-    disc = PatchDiscriminator(3, base_channels=64, num_layers=3, norm="batch")
+    disc = patch_discriminator(3, base_channels=64, num_layers=3, norm="batch")
     first = disc.blocks[0][0]
     assert first.weight.std().item() == pytest.approx(0.02, rel=0.1)
     assert torch.all(first.bias == 0)
@@ -71,9 +74,9 @@ def test_gan_weight_init_and_norm_choice() -> None:
     assert isinstance(norm, torch.nn.BatchNorm2d)
     assert norm.weight.mean().item() == pytest.approx(1.0, abs=0.01)
     assert 0 < norm.weight.std().item() < 0.05
-    assert len(PatchDiscriminator(3, norm="none", **TINY_D)(torch.randn(1, 3, 32, 32))) == 4
+    assert len(patch_discriminator(3, norm="none", **TINY_D)(torch.randn(1, 3, 32, 32))) == 4
     with pytest.raises(ConfigError, match=r"image_discriminator\.norm.* must be one of"):
-        PatchDiscriminator(3, norm="group")
+        MultiscaleDiscriminator(3, norm="group")
 
 
 def test_multiscale_discriminator_halves_the_input_per_scale() -> None:
@@ -153,6 +156,20 @@ def test_hinge_loss_on_constant_logits() -> None:
         gan_loss(half, real=False, mode="hinge", for_discriminator=False)
     with pytest.raises(ValueError, match="must be one of"):
         gan_loss(half, real=True, mode="wgan")
+
+
+def test_gan_loss_takes_logits_one_block_list_or_one_list_per_scale() -> None:
+    logits = torch.full((1, 1, 4, 4), 0.5)
+    per_scale = gan_loss(constant_outputs(0.5), real=True)
+    assert gan_loss(logits, real=True).item() == per_scale.item() == pytest.approx(0.25)
+    assert gan_loss(constant_outputs(0.5)[0], real=True).item() == pytest.approx(0.25)
+    # non_saturating: binary cross-entropy with logits; log(2) at a logit of 0.
+    zero = torch.zeros(1, 1, 2, 2)
+    assert gan_loss(zero, real=True, mode="non_saturating").item() == pytest.approx(0.6931, 1e-3)
+    # The discriminator's loss is the mean of its real and fake losses.
+    fake, real = constant_outputs(1.0), constant_outputs(0.0)
+    assert discriminator_loss(fake, real).item() == pytest.approx(1.0)
+    assert discriminator_loss(real, fake).item() == 0.0
 
 
 def test_feature_matching_averages_layers_then_scales_and_spares_real() -> None:

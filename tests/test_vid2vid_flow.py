@@ -20,6 +20,7 @@ from videogen.metrics.synthesis import (
     load_feature_network,
     temporal_warping_error,
 )
+from videogen.models.layers import warp
 from videogen.models.vid2vid.flow import (
     DISFlowEstimator,
     FarnebackFlowEstimator,
@@ -28,7 +29,6 @@ from videogen.models.vid2vid.flow import (
     build_flow_estimator,
     flow_confidence,
     reference_flows,
-    warp,
 )
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")

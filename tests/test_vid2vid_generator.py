@@ -120,8 +120,8 @@ def test_foreground_classes_come_from_their_own_branch() -> None:
 
 def test_a_local_enhancer_starts_from_the_coarser_generator() -> None:
     torch.manual_seed(0)
-    coarse = SequentialGenerator(**TINY, n_scales_spatial=1)
-    fine = SequentialGenerator(**{**TINY, "base_channels": 8}, n_scales_spatial=2)
+    coarse = SequentialGenerator(**TINY, num_spatial_scales=1)
+    fine = SequentialGenerator(**{**TINY, "base_channels": 8}, num_spatial_scales=2)
     copied = fine.load_coarser(coarse.state_dict())
     assert copied and all(name.startswith("levels.0.") for name in copied)
     for name, value in coarse.levels[0].state_dict().items():
@@ -130,13 +130,13 @@ def test_a_local_enhancer_starts_from_the_coarser_generator() -> None:
     with torch.no_grad():
         out = fine(labels[:, :3], torch.zeros(2, 2, 3, 32, 32))
     assert out.frame.shape == (2, 3, 32, 32)
-    wider = SequentialGenerator(**{**TINY, "base_channels": 16}, n_scales_spatial=2)
+    wider = SequentialGenerator(**{**TINY, "base_channels": 16}, num_spatial_scales=2)
     with pytest.raises(ValueError, match="does not match"):
         wider.load_coarser(coarse.state_dict())
 
 
 def test_frame_sizes_that_cannot_be_halved_are_refused() -> None:
-    generator = SequentialGenerator(**TINY, n_scales_spatial=2)
+    generator = SequentialGenerator(**TINY, num_spatial_scales=2)
     labels = generator.semantic_input(random_maps(size=12))
     with pytest.raises(ValueError, match="divisible by 8"):
         generator(labels[:, :3], None)

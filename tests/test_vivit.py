@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from timm.models.vision_transformer import VisionTransformer
 
 from videogen.errors import ConfigError
+from videogen.models.build import build_network
 from videogen.models.layers import Block, FactorisedDotProductAttention
-from videogen.models.vit import FrameViT, build_vit
+from videogen.models.vit import FrameViT
 from videogen.models.vivit import VARIANTS, ViViT
 from videogen.models.vivit_init import init_from_vit
 
@@ -33,8 +35,11 @@ def test_vivit_b_parameter_counts_match_the_paper(variant: str, temporal_depth: 
 
 
 def small_vit(num_classes: int = 10) -> torch.nn.Module:
+    """A timm ViT: the source whose state dict ViViT starts from."""
     torch.manual_seed(0)
-    return build_vit(num_classes, img_size=32, patch_size=4, **SMALL).eval()
+    return VisionTransformer(
+        img_size=32, patch_size=4, num_classes=num_classes, in_chans=3, **SMALL
+    ).eval()
 
 
 @pytest.mark.parametrize(
@@ -102,21 +107,24 @@ def test_vivit_initialises_from_a_videogen_vit_checkpoint(tmp_path: Path) -> Non
     frame_vit = FrameViT(num_classes=10, img_size=32, patch_size=4, **SMALL).eval()
     path = tmp_path / "vit.ckpt"
     torch.save({"state_dict": {f"net.{k}": v for k, v in frame_vit.state_dict().items()}}, path)
-    model = ViViT(
-        10,
-        1,
-        32,
-        variant="spatio_temporal",
-        tubelet_size=(1, 4, 4),
-        pretrained_path=str(path),
-        **SMALL,
+    model = build_network(
+        {
+            "_target_": "videogen.models.vivit.ViViT",
+            "num_classes": 10,
+            "num_frames": 1,
+            "img_size": 32,
+            "variant": "spatio_temporal",
+            "tubelet_size": (1, 4, 4),
+            "pretrained_path": str(path),
+            **SMALL,
+        }
     )
     video = torch.randn(2, 1, 3, 32, 32)
     torch.testing.assert_close(model.eval()(video), frame_vit(video), rtol=1e-5, atol=1e-5)
 
 
 def test_pos_embed_is_resized_for_another_grid() -> None:
-    vit = build_vit(10, img_size=16, patch_size=4, **SMALL)  # 4x4 grid
+    vit = VisionTransformer(img_size=16, patch_size=4, num_classes=10, **SMALL)  # 4x4 grid
     model = ViViT(
         10, 4, 32, variant="spatio_temporal", tubelet_size=(2, 4, 4), **SMALL
     )  # 8x8 grid, 2 times

@@ -11,22 +11,24 @@ from torch import nn
 
 from videogen.errors import ConfigError
 from videogen.metrics.frames import TimestepCurves, frame_mse, frame_psnr, frame_ssim
-from videogen.models.vptr.autoencoder import PatchDiscriminator, VPTRAutoencoder
-from videogen.models.vptr.far import VPTRFAR
-from videogen.models.vptr.nar import VPTRNAR
+from videogen.models.layers import sincos_1d, sincos_2d
+from videogen.models.losses import gradient_difference_loss
+from videogen.models.vptr import VPTRFAR, VPTRNAR, PatchDiscriminator, VPTRAutoencoder
 from videogen.models.vptr.vidhrformer import (
     ConvFFN,
     VidHRFormerBlock,
     VidHRFormerDecoderBlock,
     WindowAttention,
-    sine_position_1d,
-    sine_position_2d,
 )
-from videogen.tasks.prediction import gradient_difference_loss
 
 # Tiny transformers: 32-d features on a 4x4 feature map, 2x2 windows, no dropout.
 TINY = dict(
-    feature_dim=32, feature_size=(4, 4), num_heads=4, window_size=2, dropout=0.0, drop_path=0.0
+    feature_dim=32,
+    feature_size=(4, 4),
+    num_heads=4,
+    window_size=2,
+    drop_rate=0.0,
+    drop_path_rate=0.0,
 )
 TINY_AE = dict(base_channels=8, feature_dim=16, num_downsampling=2, num_res_blocks=1)
 
@@ -123,7 +125,7 @@ def test_autoencoder_rejects_an_unknown_output_activation() -> None:
 def test_patch_discriminator_gives_one_logit_per_patch(
     size: int, layers: int, expected: int
 ) -> None:
-    discriminator = PatchDiscriminator(in_chans=3, base_channels=4, num_layers=layers)
+    discriminator = PatchDiscriminator(in_channels=3, base_channels=4, num_layers=layers)
     logits = discriminator(torch.randn(2, 3, size, size))
     assert logits.shape == (2, 1, expected, expected)  # 256 -> 30x30: pix2pix's 70x70 PatchGAN
 
@@ -132,16 +134,16 @@ def test_patch_discriminator_gives_one_logit_per_patch(
 
 
 def test_sine_position_codes() -> None:
-    code = sine_position_1d(5, 8)
+    code = sincos_1d(5, 8)
     assert code.shape == (5, 8)
     torch.testing.assert_close(code[0, 0::2], torch.zeros(4))  # sin(0)
     torch.testing.assert_close(code[0, 1::2], torch.ones(4))  # cos(0)
-    torch.testing.assert_close(sine_position_1d(3, 8, offset=2), code[2:5])
+    torch.testing.assert_close(sincos_1d(3, 8, offset=2), code[2:5])
     assert torch.unique(code, dim=0).shape[0] == 5  # every position distinct
-    grid = sine_position_2d(3, 4, 8)
+    grid = sincos_2d(3, 4, 8)
     assert grid.shape == (3, 4, 8)
-    torch.testing.assert_close(grid[1, 2, :4], sine_position_1d(3, 4)[1])  # rows
-    torch.testing.assert_close(grid[1, 2, 4:], sine_position_1d(4, 4)[2])  # columns
+    torch.testing.assert_close(grid[1, 2, :4], sincos_1d(3, 4)[1])  # rows
+    torch.testing.assert_close(grid[1, 2, 4:], sincos_1d(4, 4)[2])  # columns
 
 
 # --------------------------------------------------------------------------- window attention
@@ -209,14 +211,14 @@ def test_conv_ffn_norms() -> None:
 
 def test_vidhrformer_blocks_keep_the_shape() -> None:
     torch.manual_seed(0)
-    block = VidHRFormerBlock(32, 4, (4, 4), window_size=2, dropout=0.0, drop_path=0.0)
+    block = VidHRFormerBlock(32, 4, (4, 4), window_size=2, drop_rate=0.0, drop_path_rate=0.0)
     x = torch.randn(2, 3, 4, 4, 32)
-    assert block(x, sine_position_1d(3, 32)).shape == x.shape
-    decoder = VidHRFormerDecoderBlock(32, 4, (4, 4), window_size=2, dropout=0.0, drop_path=0.0)
-    target = torch.randn(2, 5, 4, 4, 32)
-    out = decoder(
-        target, torch.randn(5, 4, 4, 32), x, sine_position_1d(5, 32, 3), sine_position_1d(3, 32)
+    assert block(x, sincos_1d(3, 32)).shape == x.shape
+    decoder = VidHRFormerDecoderBlock(
+        32, 4, (4, 4), window_size=2, drop_rate=0.0, drop_path_rate=0.0
     )
+    target = torch.randn(2, 5, 4, 4, 32)
+    out = decoder(target, torch.randn(5, 4, 4, 32), x, sincos_1d(5, 32, 3), sincos_1d(3, 32))
     assert out.shape == target.shape
     with pytest.raises(ValueError, match="divisible"):
         VidHRFormerBlock(30, 4, (4, 4))
