@@ -207,7 +207,7 @@ def test_the_allow_list_follows_the_path_to_what_it_names() -> None:
             },
         },
         "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True},
-        "scheduler": {"_target_": "videogen.tasks.schedules.warmup_cosine", "_partial_": True},
+        "lr_scheduler": {"_target_": "videogen.tasks.schedules.warmup_cosine", "_partial_": True},
         "logger": {"csv": {"_target_": "pytorch_lightning.loggers.CSVLogger"}},
     }
     check_stored_targets(allowed, "test config")

@@ -84,8 +84,8 @@ def test_adam_and_adamw_are_fused_on_cuda_only_unless_the_config_chooses() -> No
 def test_build_optimizer_passes_fused_when_the_decision_says_so(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    task = VideoTask(net=LINEAR, optimizer=ADAMW, scheduler=None)
-    optimizer, _ = task.build_optimizer(list(task.parameters()))
+    task = VideoTask(net=LINEAR, optimizer=ADAMW, lr_scheduler=None)
+    optimizer, _ = task.build_optimizer(list(task.named_parameters()))
     assert isinstance(optimizer, torch.optim.AdamW) and not optimizer.defaults["fused"]
     assert optimizer.defaults["lr"] == ADAMW["lr"]
 
@@ -96,7 +96,7 @@ def test_build_optimizer_passes_fused_when_the_decision_says_so(
         return True
 
     monkeypatch.setattr(task_base, "use_fused_optimizer", decide)
-    optimizer, _ = task.build_optimizer(list(task.parameters()))
+    optimizer, _ = task.build_optimizer(list(task.named_parameters()))
     assert decisions == [(torch.optim.AdamW, "cpu")]  # the class behind the partial, the device
     assert optimizer.defaults["fused"] is True
 
@@ -104,8 +104,8 @@ def test_build_optimizer_passes_fused_when_the_decision_says_so(
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_adamw_over_cuda_parameters_is_fused() -> None:
-    task = VideoTask(net=LINEAR, optimizer=ADAMW, scheduler=None).cuda()
-    optimizer, _ = task.build_optimizer(list(task.parameters()))
+    task = VideoTask(net=LINEAR, optimizer=ADAMW, lr_scheduler=None).cuda()
+    optimizer, _ = task.build_optimizer(list(task.named_parameters()))
     assert optimizer.defaults["fused"] is True
 
 

@@ -166,11 +166,11 @@ def test_missing_optimized_metric_is_named_with_the_available_ones(
     monkeypatch.setattr(videogen.train, "train", lambda cfg: metrics)
     cfg = compose_with_hydra()
     with caplog.at_level(logging.WARNING):
-        assert videogen.train.main.__wrapped__(cfg) == 0.5
+        assert videogen.train.run.__wrapped__(cfg) == 0.5
     assert caplog.records == []
     cfg.optimized_metric = "val/psnr"
     with caplog.at_level(logging.WARNING):
-        assert videogen.train.main.__wrapped__(cfg) is None
+        assert videogen.train.run.__wrapped__(cfg) is None
     assert len(caplog.records) == 1
     message = caplog.records[0].getMessage()
     assert "optimized_metric=val/psnr" in message and "val/acc, val/loss" in message

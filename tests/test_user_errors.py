@@ -4,6 +4,7 @@ where, what to do) and exit status 2, before any work is wasted."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +14,7 @@ from tests.conftest import assert_ok, assert_one_sentence_error, run_cli
 from tests.test_moving_mnist import write_sequences
 from tests.test_video_data import write_kinetics
 from tests.video_files import TINY_VIDEO_OVERRIDES
+from videogen.config import refuse_renamed_groups
 from videogen.data.synthetic import SyntheticVideoDataModule
 from videogen.errors import ConfigError
 
@@ -75,6 +77,38 @@ def test_the_batch_check_counts_the_clips_of_each_process() -> None:
     ):
         data_on(4).setup("fit")
     data_on(4, limit_train_batches=0).setup("fit")  # no training asked for: nothing to refuse
+
+
+# --- a renamed config group -----------------------------------------------------------------------
+
+
+def test_the_old_scheduler_group_is_refused_naming_the_new_one(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_cli("videogen", "scheduler=constant", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert_one_sentence_error(
+        result, "the config group `scheduler` is now `lr_scheduler`: write lr_scheduler=constant."
+    )
+    assert not run_dir.exists()  # refused before Hydra made the run's folder
+
+
+@pytest.mark.parametrize(
+    ("override", "instead"),
+    [
+        ("+scheduler=constant", "+lr_scheduler=constant"),
+        ("scheduler.warmup_epochs=1", "lr_scheduler.warmup_epochs=1"),
+        ("~scheduler", "~lr_scheduler"),
+        ("scheduler=constant,warmup_cosine", "lr_scheduler=constant,warmup_cosine"),
+    ],
+)
+def test_every_form_of_the_old_group_name_is_refused(override: str, instead: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"now `lr_scheduler`: write {instead}.")):
+        refuse_renamed_groups(["-m", override])
+
+
+def test_the_new_group_and_other_keys_are_not_refused() -> None:
+    refuse_renamed_groups(
+        ["lr_scheduler=constant", "lr_scheduler.warmup_epochs=1", "-m", "hydra.job.name=scheduler"]
+    )
 
 
 # --- model overrides at evaluation ----------------------------------------------------------------

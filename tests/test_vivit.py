@@ -226,7 +226,7 @@ def test_paper_presets_carry_the_recipe(compose_train) -> None:
         0.1,
         0.9,
     )
-    assert (k400.scheduler.warmup_epochs, k400.trainer.max_epochs) == (2.5, 30)
+    assert (k400.lr_scheduler.warmup_epochs, k400.trainer.max_epochs) == (2.5, 30)
     assert k400.data.batch_size * k400.trainer.devices == 64
     assert (
         k400.data.num_frames,

@@ -15,7 +15,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from videogen.config import CONFIG_DIR
+from videogen.config import CONFIG_DIR, refuse_renamed_groups
 from videogen.models.checkpoint_io import plain_data_loading
 from videogen.utils.build import (
     build_callbacks,
@@ -120,7 +120,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> Any:
+def run(cfg: DictConfig) -> Any:
     """Hydra entry point; returns `optimized_metric` so that sweepers can optimise it."""
     with report_user_errors():
         metrics = train(cfg)
@@ -132,6 +132,14 @@ def main(cfg: DictConfig) -> Any:
             ", ".join(sorted(metrics)) or "none",
         )
     return metrics.get(name)
+
+
+def main() -> None:
+    """Console entry point of `python -m videogen`: a renamed config group on the command line
+    is refused, naming the new one, before Hydra composes anything."""
+    with report_user_errors():
+        refuse_renamed_groups(sys.argv[1:])
+    run()
 
 
 if __name__ == "__main__":

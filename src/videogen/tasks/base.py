@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import nn
 
 from videogen.errors import CheckpointError, ConfigError, IncompatibleDataError
@@ -20,8 +22,20 @@ from videogen.models.checkpoint_io import (
     plain_data_loading,
     read_sharded_checkpoint,
 )
-from videogen.tasks.legacy import upgrade_config, upgrade_state_dict
+from videogen.tasks.legacy import (
+    split_optimizer_state,
+    split_scheduler_state,
+    upgrade_config,
+    upgrade_state_dict,
+)
+from videogen.tasks.param_groups import (
+    clean_name,
+    find_weight_decay_exempt,
+    split_by_weight_decay,
+)
 from videogen.utils.stored_targets import check_stored_targets
+
+log = logging.getLogger(__name__)
 
 # Key under which a checkpoint records which task wrote it and the run's whole config.
 CHECKPOINT_KEY = "videogen"
@@ -148,7 +162,10 @@ class VideoTask(pl.LightningModule):
     """Base LightningModule: builds its network and optimiser from configs and stamps checkpoints.
 
     Subclasses set `requires` (batch keys they read). The network config is kept in the
-    hyper-parameters, so `Task.load_from_checkpoint(path)` needs no other argument.
+    hyper-parameters, so `Task.load_from_checkpoint(path)` needs no other argument. Each
+    optimiser has two parameter groups: the optimiser config's weight decay for weight matrices
+    and kernels, none for biases, norms and what the networks list in `no_weight_decay()`
+    (tasks/param_groups.py).
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"video"})
@@ -169,12 +186,15 @@ class VideoTask(pl.LightningModule):
     # it (the GAN tasks: each player's update leaves the others' weights out); the trainer takes
     # it from the task unless `trainer.strategy.find_unused_parameters` is set.
     find_unused_parameters: bool = False
+    # Names of the parameters that train without weight decay, found by `setup` on the task as
+    # built, before a strategy wraps it (FSDP flattens every parameter to one dimension).
+    weight_decay_exempt_names: frozenset[str] | None = None
 
     def __init__(
         self,
         net: dict[str, Any],
         optimizer: dict[str, Any] | None,
-        scheduler: dict[str, Any] | None,
+        lr_scheduler: dict[str, Any] | None,
     ) -> None:
         super().__init__()
         # Built (and started from `net.pretrained_path`, unless a checkpoint is being restored)
@@ -186,7 +206,7 @@ class VideoTask(pl.LightningModule):
                 f"got {type(self.net).__name__}: set model.net._target_ to one."
             )
         self.optimizer_config = optimizer
-        self.scheduler_config = scheduler
+        self.lr_scheduler_config = lr_scheduler
         # The whole run config and the config-group options it was composed from (`model`,
         # `data`), set by the train entry point, travel in every checkpoint.
         self.run_config: dict[str, Any] | None = None
@@ -205,24 +225,60 @@ class VideoTask(pl.LightningModule):
                 f"not provide (it provides {sorted(provides)}); pick a dataset that has them."
             )
 
+    def weight_decay_exempt(self) -> frozenset[str]:
+        """Names of the parameters that train without weight decay (see tasks/param_groups.py),
+        as `setup` found them, or found now if it has not run."""
+        if self.weight_decay_exempt_names is not None:
+            return self.weight_decay_exempt_names
+        return find_weight_decay_exempt(self)
+
+    def optimizer_parameter_sets(self) -> list[list[tuple[str, nn.Parameter]]]:
+        """The named parameters of each optimiser, in the order they are given to it (names as
+        `self.named_parameters()` gives them): here one optimiser over every trainable parameter;
+        the GAN tasks have one per player."""
+        return [[(name, p) for name, p in self.named_parameters() if p.requires_grad]]
+
     def build_optimizer(
-        self, params: list[nn.Parameter]
+        self, named_parameters: Sequence[tuple[str, nn.Parameter]]
     ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
-        """The configured optimiser over `params` and its per-step scheduler (None if unset)."""
+        """The configured optimiser over `named_parameters` and its per-step scheduler (None if
+        unset).
+
+        Two parameter groups: first those that take the optimiser config's `weight_decay` (or
+        the optimiser's default), then those in `weight_decay_exempt()` with weight decay 0.
+        Names are the task's (`self.named_parameters()`); each group keeps their order.
+        """
         if self.optimizer_config is None:
             raise ValueError(
                 "no optimizer config given: set optimizer=adamw (or another) to train."
             )
         factory = instantiate(self.optimizer_config)
         optimizer_cls = factory.func if isinstance(factory, functools.partial) else factory
+        named_parameters = list(named_parameters)
+        decay, no_decay = split_by_weight_decay(named_parameters, self.weight_decay_exempt())
+        params = decay + no_decay
         device = params[0].device if params else torch.device("cpu")
         options = (
             {"fused": True}
             if use_fused_optimizer(optimizer_cls, self.optimizer_config, device)
             else {}
         )
-        optimizer = factory(params, **options)
-        if not self.scheduler_config:
+        optimizer = factory(
+            [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], **options
+        )
+        players = ", ".join(dict.fromkeys(clean_name(n).split(".")[0] for n, _ in named_parameters))
+        rank_zero_only(log.info)(
+            "%s over %s: %d tensors (%s values) with weight_decay=%s, %d tensors (%s values) "
+            "without",
+            type(optimizer).__name__,
+            players or "no parameters",
+            len(decay),
+            f"{sum(p.numel() for p in decay):,}",
+            optimizer.param_groups[0].get("weight_decay"),
+            len(no_decay),
+            f"{sum(p.numel() for p in no_decay):,}",
+        )
+        if not self.lr_scheduler_config:
             return optimizer, None
         total = int(self.trainer.estimated_stepping_batches)
         epochs = (
@@ -230,24 +286,28 @@ class VideoTask(pl.LightningModule):
             if self.trainer.max_epochs and self.trainer.max_epochs > 0
             else 1
         )
-        scheduler = instantiate(self.scheduler_config)(
+        scheduler = instantiate(self.lr_scheduler_config)(
             optimizer, total_steps=total, steps_per_epoch=total / epochs
         )
         return optimizer, scheduler
 
     def setup(self, stage: str) -> None:
-        """Before the trainer moves the task to its device (moves keep the memory format) and
-        builds the optimisers: conv weights to channels_last if `channels_last` says so."""
+        """Before the trainer moves the task to its device (moves keep the memory format),
+        wraps it in its strategy and builds the optimisers: conv weights to channels_last if
+        `channels_last` says so; which parameters take no weight decay."""
         device = self._trainer.strategy.root_device if self._trainer is not None else self.device
         if use_channels_last(self.channels_last, device):
             to_channels_last(self)
+        self.weight_decay_exempt_names = find_weight_decay_exempt(self)
 
-    def build_optimizers(self, parameter_sets: list[list[nn.Parameter]]) -> tuple[list, list]:
-        """Manual optimisation (GANs): one optimiser per parameter set, and their per-step
-        schedulers in Lightning's form; step them with `step_schedulers`."""
+    def build_optimizers(
+        self, parameter_sets: Sequence[Sequence[tuple[str, nn.Parameter]]]
+    ) -> tuple[list, list]:
+        """Manual optimisation (GANs): one optimiser per set of named parameters, and their
+        per-step schedulers in Lightning's form; step them with `step_schedulers`."""
         optimizers, schedulers = [], []
-        for params in parameter_sets:
-            optimizer, scheduler = self.build_optimizer(params)
+        for named_parameters in parameter_sets:
+            optimizer, scheduler = self.build_optimizer(named_parameters)
             optimizers.append(optimizer)
             if scheduler is not None:
                 schedulers.append({"scheduler": scheduler, "interval": "step"})
@@ -304,9 +364,13 @@ class VideoTask(pl.LightningModule):
                 scheduler.step()
 
     def configure_optimizers(self) -> Any:
-        optimizer, scheduler = self.build_optimizer(
-            [p for p in self.parameters() if p.requires_grad]
-        )
+        """The optimisers of `optimizer_parameter_sets()`: one in Lightning's dict form, or for
+        manual optimisation (GANs) the lists of `build_optimizers`."""
+        parameter_sets = self.optimizer_parameter_sets()
+        if not self.automatic_optimization:
+            return self.build_optimizers(parameter_sets)
+        (named_parameters,) = parameter_sets
+        optimizer, scheduler = self.build_optimizer(named_parameters)
         if scheduler is None:
             return optimizer
         return {
@@ -318,6 +382,39 @@ class VideoTask(pl.LightningModule):
         """Map the keys of a checkpoint written in an earlier layout (tasks/legacy.py), both
         for `load_from_checkpoint` and for resuming a fit."""
         checkpoint["state_dict"] = upgrade_state_dict(type(self).__name__, checkpoint["state_dict"])
+        self.split_old_optimizer_states(checkpoint)
+
+    def split_old_optimizer_states(self, checkpoint: dict[str, Any]) -> None:
+        """Resuming from before parameter groups: each optimiser state of one group becomes the
+        two groups `build_optimizer` makes, and its scheduler's per-group entries follow.
+
+        The old group listed the parameters in the order `optimizer_parameter_sets()` gives
+        them, which is the order they were given to the old optimiser.
+        """
+        states = checkpoint.get("optimizer_states")
+        if not states:
+            return
+        parameter_sets = self.optimizer_parameter_sets()
+        if len(states) != len(parameter_sets):
+            return
+        exempt = self.weight_decay_exempt()
+        schedulers = checkpoint.get("lr_schedulers") or []
+        for index, (state, named_parameters) in enumerate(zip(states, parameter_sets, strict=True)):
+            split = split_optimizer_state(
+                state, [clean_name(name) in exempt for name, _ in named_parameters]
+            )
+            if split is state:
+                continue
+            states[index] = split
+            if len(schedulers) == len(states):
+                schedulers[index] = split_scheduler_state(schedulers[index])
+            rank_zero_only(log.info)(
+                "Optimiser %d of the checkpoint has one parameter group: split into one with "
+                "weight decay (%d tensors) and one without (%d).",
+                index,
+                len(split["param_groups"][0]["params"]),
+                len(split["param_groups"][1]["params"]),
+            )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.setdefault(CHECKPOINT_KEY, {})

@@ -75,13 +75,13 @@ class ClassificationTask(VideoTask, LabelledClips):
         self,
         net: dict[str, Any],
         optimizer: dict[str, Any] | None = None,
-        scheduler: dict[str, Any] | None = None,
+        lr_scheduler: dict[str, Any] | None = None,
         label_smoothing: float = 0.0,
         view_aggregation: str = "mean_logits",
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
     ) -> None:
-        super().__init__(net, optimizer, scheduler)
+        super().__init__(net, optimizer, lr_scheduler)
         self.save_hyperparameters(logger=False)
         self.label_smoothing = label_smoothing
         self.view_aggregation = view_aggregation

@@ -1,11 +1,15 @@
-"""Checkpoints written before the modelling core was shared: their names, mapped on load here.
+"""Checkpoints written in earlier layouts: their names and optimiser states, mapped on load here.
 
-Two kinds of names changed, and both are mapped in this one module:
+What changed is mapped in this one module:
 - state-dict keys of layers that now come from `models/layers` (the VPTR frame discriminator,
   vid2vid's residual blocks, the prediction task's frozen autoencoder);
 - hyper-parameter names that now follow one convention across families (`in_channels`,
-  `drop_rate`, `drop_path_rate`, `num_*`, `lr_scheduler`).
-`upgrade_state_dict` and `upgrade_config` are idempotent: new names pass through unchanged.
+  `drop_rate`, `drop_path_rate`, `num_*`), and the learning-rate schedule, once the task
+  argument and config group `scheduler`, now `lr_scheduler`;
+- optimiser states from before parameter groups: one group per optimiser, where the tasks now
+  build two (with and without weight decay, see tasks/param_groups.py).
+`upgrade_state_dict`, `upgrade_config` and `split_optimizer_state` are idempotent: new names
+and layouts pass through unchanged.
 tests/data/state_dict_layout.json records the old layout; tests/test_state_dict_layout.py
 checks that every recorded key still lands on a parameter of the same shape.
 """
@@ -15,6 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from typing import Any
+
+from videogen.config import RENAMED_GROUPS
 
 # Hyper-parameter renames, wherever they appear in a task's (nested) config.
 RENAMED_KEYS = {
@@ -28,13 +34,36 @@ RENAMED_KEYS = {
 }
 
 
-def upgrade_config(config: Any) -> Any:
-    """`config` (hyper-parameters or a stored run config) with every old key renamed."""
+# Renames of top-level keys only: a task's arguments named after the renamed config groups
+# (`scheduler` -> `lr_scheduler`), and a run config's groups. Nested, an old name may mean
+# something else (a diffusion noise schedule is not a learning-rate schedule).
+RENAMED_TOP_LEVEL_KEYS = RENAMED_GROUPS
+
+
+def upgrade_nested_keys(config: Any) -> Any:
+    """`config` with every key of RENAMED_KEYS renamed, at any depth."""
     if isinstance(config, dict):
-        return {RENAMED_KEYS.get(key, key): upgrade_config(value) for key, value in config.items()}
+        return {
+            RENAMED_KEYS.get(key, key): upgrade_nested_keys(value) for key, value in config.items()
+        }
     if isinstance(config, list):
-        return [upgrade_config(value) for value in config]
+        return [upgrade_nested_keys(value) for value in config]
     return config
+
+
+def upgrade_config(config: Any) -> Any:
+    """`config` (hyper-parameters or a stored run config) with every old key renamed.
+
+    A top-level old name is renamed only where its new name is absent: a config written since
+    has the new name, and may use the old one for something else.
+    """
+    config = upgrade_nested_keys(config)
+    if not isinstance(config, dict):
+        return config
+    return {
+        (new if (new := RENAMED_TOP_LEVEL_KEYS.get(key)) and new not in config else key): value
+        for key, value in config.items()
+    }
 
 
 def vptr_discriminator_keys(state: dict[str, Any]) -> dict[str, Any]:
@@ -98,3 +127,49 @@ def upgrade_state_dict(task_name: str, state: dict[str, Any]) -> dict[str, Any]:
     for upgrade in STATE_DICT_UPGRADES.get(task_name, ()):
         state = upgrade(state)
     return state
+
+
+# Entries of a learning-rate scheduler's state that hold one value per parameter group.
+SCHEDULER_GROUP_KEYS = ("base_lrs", "_last_lr", "lr_lambdas", "min_lrs")
+
+
+def split_optimizer_state(state: dict[str, Any], no_decay: list[bool]) -> dict[str, Any]:
+    """An optimiser state written before parameter groups (one group) in the layout the tasks
+    build now: a group with weight decay, then one without, each keeping the order in which its
+    parameters were given to the old optimiser.
+
+    `no_decay[i]`: whether the i-th parameter of the old group takes no weight decay. Per-parameter
+    entries (`exp_avg`, `momentum_buffer`, ...) move to their parameter's new index; both groups
+    keep the old group's hyper-parameters (learning rate, betas, `initial_lr`, ...), the second
+    with `weight_decay` 0. A state of another layout (already two groups, parameters named rather
+    than numbered, another parameter count) is returned as it is.
+    """
+    groups = state.get("param_groups") or []
+    if len(groups) != 1:
+        return state
+    (group,) = groups
+    ids = group.get("params", [])
+    if len(ids) != len(no_decay) or not all(isinstance(i, int) for i in ids):
+        return state
+    decay_ids = [i for i, skip in zip(ids, no_decay, strict=True) if not skip]
+    order = decay_ids + [i for i, skip in zip(ids, no_decay, strict=True) if skip]
+    per_parameter = state.get("state", {})
+    return {
+        **state,
+        "state": {new: per_parameter[old] for new, old in enumerate(order) if old in per_parameter},
+        "param_groups": [
+            {**group, "params": list(range(len(decay_ids)))},
+            {**group, "params": list(range(len(decay_ids), len(order))), "weight_decay": 0.0},
+        ],
+    }
+
+
+def split_scheduler_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A learning-rate scheduler's state of one parameter group for the two groups of
+    `split_optimizer_state`: each per-group entry (`base_lrs`, `_last_lr`, ...) given twice."""
+    return {
+        key: [value[0], value[0]]
+        if key in SCHEDULER_GROUP_KEYS and isinstance(value, list) and len(value) == 1
+        else value
+        for key, value in state.items()
+    }

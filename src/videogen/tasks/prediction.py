@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from videogen.errors import ConfigError
 from videogen.metrics.frames import (
@@ -110,12 +111,12 @@ class AutoencoderTask(AdversarialTask, PixelSpaceTask):
         net: dict[str, Any],
         discriminator: dict[str, Any] | None = None,
         optimizer: dict[str, Any] | None = None,
-        scheduler: dict[str, Any] | None = None,
+        lr_scheduler: dict[str, Any] | None = None,
         gdl_weight: float = 1.0,
         gan_weight: float = 0.01,
         channels_last: bool | None = None,
     ) -> None:
-        super().__init__(net, optimizer, scheduler)
+        super().__init__(net, optimizer, lr_scheduler)
         self.save_hyperparameters(logger=False)
         self.channels_last = channels_last
         self.discriminator: PatchDiscriminator | None = (
@@ -127,9 +128,14 @@ class AutoencoderTask(AdversarialTask, PixelSpaceTask):
         self.find_unused_parameters = self.discriminator is not None
         self.automatic_optimization = False
 
-    def configure_optimizers(self) -> Any:
-        modules = [m for m in (self.net, self.discriminator) if m is not None]
-        return self.build_optimizers([list(m.parameters()) for m in modules])
+    def optimizer_parameter_sets(self) -> list[list[tuple[str, nn.Parameter]]]:
+        """The autoencoder, and the discriminator when there is one: one optimiser each."""
+        players = {"net": self.net, "discriminator": self.discriminator}
+        return [
+            list(module.named_parameters(prefix=name))
+            for name, module in players.items()
+            if module is not None
+        ]
 
     def reconstruct(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(reconstruction, target), both in the decoder's output range."""
@@ -220,7 +226,7 @@ class PredictionTask(PixelSpaceTask):
         net: dict[str, Any],
         autoencoder_ckpt: str | None = None,
         optimizer: dict[str, Any] | None = None,
-        scheduler: dict[str, Any] | None = None,
+        lr_scheduler: dict[str, Any] | None = None,
         gdl_weight: float = 1.0,
         grad_clip_norm: float | None = 1.0,
         lpips_path: str | None = None,
@@ -239,7 +245,7 @@ class PredictionTask(PixelSpaceTask):
         frozen = FrozenAutoencoder(autoencoder, weights)
         feature_dim, feature_size = frozen.feature_shape
         net = {**net, "feature_dim": feature_dim, "feature_size": list(feature_size)}
-        super().__init__(net, optimizer, scheduler)
+        super().__init__(net, optimizer, lr_scheduler)
         self.save_hyperparameters(logger=False)
         self.hparams["net"] = net
         self.hparams["autoencoder"] = autoencoder

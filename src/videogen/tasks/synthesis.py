@@ -23,6 +23,7 @@ import random
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
 from videogen.errors import ConfigError
 from videogen.metrics.frames import frame_psnr, frame_ssim
@@ -139,7 +140,7 @@ class SynthesisTask(ExampleVideos, AdversarialTask):
         video_discriminator: dict[str, Any] | None = None,
         feature_encoder: dict[str, Any] | None = None,
         optimizer: dict[str, Any] | None = None,
-        scheduler: dict[str, Any] | None = None,
+        lr_scheduler: dict[str, Any] | None = None,
         gan_mode: str = "lsgan",
         feature_matching_weight: float = 10.0,
         perceptual_weight: float = 10.0,
@@ -162,7 +163,7 @@ class SynthesisTask(ExampleVideos, AdversarialTask):
         channels_last: bool | None = None,
         palette: list[list[int]] | None = None,
     ) -> None:
-        super().__init__(net, optimizer, scheduler)
+        super().__init__(net, optimizer, lr_scheduler)
         self.save_hyperparameters(logger=False)
         self.channels_last = channels_last
         if gan_mode not in GAN_MODES:
@@ -269,15 +270,20 @@ class SynthesisTask(ExampleVideos, AdversarialTask):
             coarse_scales,
         )
 
-    def configure_optimizers(self) -> Any:
+    def optimizer_parameter_sets(self) -> list[list[tuple[str, nn.Parameter]]]:
         """G (with E), D_I and, for temporal models, D_V: one optimiser each."""
-        generator = list(self.net.parameters())
+        generator = list(self.net.named_parameters(prefix="net"))
         if self.feature_encoder is not None:
-            generator += list(self.feature_encoder.parameters())
-        parameter_sets = [generator, list(self.image_discriminator.parameters())]
+            generator += list(self.feature_encoder.named_parameters(prefix="feature_encoder"))
+        parameter_sets = [
+            generator,
+            list(self.image_discriminator.named_parameters(prefix="image_discriminator")),
+        ]
         if self.video_discriminator is not None:
-            parameter_sets.append(list(self.video_discriminator.parameters()))
-        return self.build_optimizers(parameter_sets)
+            parameter_sets.append(
+                list(self.video_discriminator.named_parameters(prefix="video_discriminator"))
+            )
+        return parameter_sets
 
     @property
     def estimator(self) -> Any:

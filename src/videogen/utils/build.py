@@ -70,7 +70,7 @@ def build_task(cfg: DictConfig) -> VideoTask:
     return task_class(cfg)(
         **model_cfg,
         optimizer=container(cfg.get("optimizer")),
-        scheduler=container(cfg.get("scheduler")),
+        lr_scheduler=container(cfg.get("lr_scheduler")),
     )
 
 

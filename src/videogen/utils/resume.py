@@ -89,7 +89,7 @@ def resolve_ckpt_path(ckpt_path: str | None, resume: str, run_dir: str | Path) -
 # checkpointing, channels_last), and local files (`*_path`, `*_ckpt`): pretrained and stage-1
 # weights that the checkpoint's own weights replace, and metric networks read at test time.
 # Everything else in `model` and `data` changes the network or the clips. The other sections
-# (trainer, optimizer, scheduler, logger, callbacks, paths) may change freely: more epochs,
+# (trainer, optimizer, lr_scheduler, logger, callbacks, paths) may change freely: more epochs,
 # other devices, a new learning rate for fine-tuning are what resuming is for.
 RESUME_FREE_KEYS = frozenset(
     {

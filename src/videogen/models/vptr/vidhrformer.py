@@ -57,6 +57,10 @@ class WindowAttention(nn.Module):
                 persistent=False,
             )
 
+    def no_weight_decay(self) -> set[str]:
+        """Parameters that take no weight decay (timm convention): the relative-position bias."""
+        return {"relative_bias"} if self.relative_position else set()
+
     def partition(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
         """(N, H, W, D) -> windows (N * nh * nw, w * w, D), zero-padding H and W up to the window."""
         n, h, w, d = x.shape
