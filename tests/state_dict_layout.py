@@ -106,7 +106,7 @@ def build_task(name: str) -> VideoTask:
         return task_class(cfg)(
             **model,
             optimizer=container(cfg.get("optimizer")),
-            scheduler=container(cfg.get("scheduler")),
+            lr_scheduler=container(cfg.get("lr_scheduler")),
         )
 
 

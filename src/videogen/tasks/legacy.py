@@ -91,7 +91,9 @@ def vptr_discriminator_keys(state: dict[str, Any]) -> dict[str, Any]:
 
 # vid2vid's residual blocks nested their first conv-norm-relu: body.0.1 was the first conv and
 # body.2 the second; the shared block is flat, with the convs at body.1 and body.5.
-VID2VID_RESIDUAL = re.compile(r"^(.*\.(?:trunk|branches\.\w+)\.\d+\.body)\.(0\.1|2)\.(weight|bias)$")
+VID2VID_RESIDUAL = re.compile(
+    r"^(.*\.(?:trunk|branches\.\w+)\.\d+\.body)\.(0\.1|2)\.(weight|bias)$"
+)
 
 
 def vid2vid_residual_keys(state: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from videogen.config import dotted_leaves
 from videogen.errors import CheckpointError, ConfigError
 from videogen.models.checkpoint_io import is_sharded, load_plain, read_sharded_checkpoint
 from videogen.tasks.base import CHECKPOINT_KEY, checkpoint_task, read_checkpoint, task_id
+from videogen.tasks.legacy import upgrade_config
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,8 @@ def check_start_checkpoint(
     recorded = checkpoint_task(checkpoint, path)
     meta = checkpoint[CHECKPOINT_KEY]
     stored = meta.get("config")
+    # A run written before the shared modelling core named some keys differently.
+    stored = upgrade_config(stored) if isinstance(stored, dict) else stored
     differences = [] if not isinstance(stored, dict) else config_differences(stored, cfg)
     if recorded != task_id(task_cls):  # every model key differs then: name the task instead
         differences = [
