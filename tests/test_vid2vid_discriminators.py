@@ -243,7 +243,7 @@ def test_perceptual_loss_with_a_foreign_state_dict_is_a_config_error(tmp_path: P
     path = tmp_path / "resnet.pth"
     torch.save({"conv1.weight": torch.zeros(1)}, path)
     with pytest.raises(ConfigError, match="is not a VGG19 state dict"):
-        VGGPerceptualLoss(str(path))
+        VGGPerceptualLoss.from_path(str(path))
 
 
 def test_perceptual_loss_loads_the_file_and_is_frozen(

@@ -179,22 +179,22 @@ def read_vgg_features_state(path: str | Path) -> dict[str, torch.Tensor]:
 class VGGPerceptualLoss(nn.Module):
     """Weighted L1 between frozen VGG19 features of fake and real images in [-1, 1].
 
-    The weights come from a local file because nothing is downloaded during training;
-    `weights_path=None` leaves the network randomly initialised, which is only useful in tests.
+    The weights come from a local file (`from_path`) because nothing is downloaded during
+    training; no `features_state` leaves the network randomly initialised (tests only).
     One-channel images are repeated to three. The network stays frozen and in eval mode.
     """
 
-    def __init__(self, weights_path: str | Path | None) -> None:
+    def __init__(
+        self, features_state: dict[str, torch.Tensor] | None = None, source: str = "the state dict"
+    ) -> None:
         super().__init__()
-        # Read the file before building the network, so a wrong path fails without delay.
-        state = None if weights_path is None else read_vgg_features_state(weights_path)
         features = torchvision.models.vgg19(weights=None).features
-        if state is not None:
+        if features_state is not None:
             try:
-                features.load_state_dict(state)
+                features.load_state_dict(features_state)
             except RuntimeError as error:
                 raise ConfigError(
-                    f"model.vgg_weights_path={weights_path} is not a VGG19 state dict: "
+                    f"model.vgg_weights_path={source} is not a VGG19 state dict: "
                     f"{str(error).splitlines()[0]}"
                 ) from error
         # Layers after relu5_1 never influence the loss; dropping them saves their compute.
@@ -211,14 +211,15 @@ class VGGPerceptualLoss(nn.Module):
 
     @classmethod
     def from_path(cls, path: str | Path | None) -> VGGPerceptualLoss | None:
-        """The loss with weights from `path`, or None (with one warning) when no path is set."""
+        """The loss with the VGG19 weights of the local file `path` (read with the one weight
+        reader), or None (with one warning) when no path is set."""
         if path is None:
             log.warning(
                 "model.vgg_weights_path is not set: training without the VGG perceptual loss; "
                 "set it to a local VGG19 state dict file to enable it."
             )
             return None
-        return cls(path)
+        return cls(read_vgg_features_state(path), source=str(path))
 
     def train(self, mode: bool = True) -> VGGPerceptualLoss:
         """Stay in eval mode whatever the owner asks: this network is a fixed measuring device."""

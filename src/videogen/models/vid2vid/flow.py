@@ -129,7 +129,12 @@ class RAFTFlowEstimator(FlowEstimator):
     # down to 2 pixels, so RAFT rejects inputs under 128 pixels on a side.
     MIN_SIZE = 128
 
-    def __init__(self, weights_path: str, small: bool = True) -> None:
+    def __init__(self, network: nn.Module) -> None:
+        self.network: nn.Module = network.eval().requires_grad_(False)
+
+    @classmethod
+    def from_path(cls, weights_path: str, small: bool = True) -> RAFTFlowEstimator:
+        """RAFT small or large with the weights of the local state-dict file `weights_path`."""
         from torchvision.models.optical_flow import raft_large, raft_small
 
         if not Path(weights_path).is_file():
@@ -138,9 +143,8 @@ class RAFTFlowEstimator(FlowEstimator):
                 f"{'raft_small' if small else 'raft_large'} state-dict file."
             )
         network = raft_small(weights=None) if small else raft_large(weights=None)
-        state = load_plain(weights_path)
-        network.load_state_dict(state)
-        self.network: nn.Module = network.eval().requires_grad_(False)
+        network.load_state_dict(load_plain(weights_path))
+        return cls(network)
 
     def __call__(self, current: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
         height, width = current.shape[-2:]
@@ -176,7 +180,7 @@ def build_flow_estimator(name: str = "dis", weights_path: str | None = None) -> 
                 f"flow estimator {name} needs weights: set the flow weights path to a local "
                 "torchvision RAFT state-dict file, or use dis."
             )
-        return RAFTFlowEstimator(weights_path, small=name == "raft_small")
+        return RAFTFlowEstimator.from_path(weights_path, small=name == "raft_small")
     raise ConfigError(
         f"unknown flow estimator {name!r}: choose one of {', '.join(ESTIMATOR_NAMES)}."
     )
