@@ -52,7 +52,7 @@ def unbroken_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, float]:
 
 def assert_same_metrics(resumed: dict[str, float], unbroken: dict[str, float]) -> None:
     # Not train/*_epoch: Lightning's running mean of the resumed epoch starts at the resume.
-    for name in ("val/loss", "val/acc", "val/acc_top5", "test/loss", "test/acc", "lr-AdamW"):
+    for name in ("val/loss", "val/acc", "val/acc_top5", "test/loss", "test/acc", "lr-AdamW/decay"):
         assert resumed[name] == pytest.approx(unbroken[name], rel=1e-5, abs=1e-6), name
 
 

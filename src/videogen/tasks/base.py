@@ -29,6 +29,8 @@ from videogen.tasks.legacy import (
     upgrade_state_dict,
 )
 from videogen.tasks.param_groups import (
+    DECAY_GROUP,
+    NO_DECAY_GROUP,
     clean_name,
     find_weight_decay_exempt,
     split_by_weight_decay,
@@ -264,7 +266,11 @@ class VideoTask(pl.LightningModule):
             else {}
         )
         optimizer = factory(
-            [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], **options
+            [
+                {"params": decay, "name": DECAY_GROUP},
+                {"params": no_decay, "weight_decay": 0.0, "name": NO_DECAY_GROUP},
+            ],
+            **options,
         )
         players = ", ".join(dict.fromkeys(clean_name(n).split(".")[0] for n, _ in named_parameters))
         rank_zero_only(log.info)(

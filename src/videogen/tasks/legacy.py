@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from videogen.config import RENAMED_GROUPS
+from videogen.tasks.param_groups import DECAY_GROUP, NO_DECAY_GROUP
 
 # Hyper-parameter renames, wherever they appear in a task's (nested) config.
 RENAMED_KEYS = {
@@ -160,8 +161,13 @@ def split_optimizer_state(state: dict[str, Any], no_decay: list[bool]) -> dict[s
         **state,
         "state": {new: per_parameter[old] for new, old in enumerate(order) if old in per_parameter},
         "param_groups": [
-            {**group, "params": list(range(len(decay_ids)))},
-            {**group, "params": list(range(len(decay_ids), len(order))), "weight_decay": 0.0},
+            {**group, "params": list(range(len(decay_ids))), "name": DECAY_GROUP},
+            {
+                **group,
+                "params": list(range(len(decay_ids), len(order))),
+                "weight_decay": 0.0,
+                "name": NO_DECAY_GROUP,
+            },
         ],
     }
 

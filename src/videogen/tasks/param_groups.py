@@ -52,6 +52,11 @@ def find_weight_decay_exempt(module: nn.Module) -> frozenset[str]:
     return frozenset(exempt)
 
 
+# Parameter-group names (the learning-rate monitor logs `lr-<Optimizer>/<name>`).
+DECAY_GROUP = "decay"
+NO_DECAY_GROUP = "no_decay"
+
+
 def split_by_weight_decay(
     named_parameters: Iterable[tuple[str, nn.Parameter]], exempt: frozenset[str]
 ) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
