@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from videogen.data.synthetic import SyntheticVideoDataModule
-from videogen.errors import CheckpointError, IncompatibleDataError
+from videogen.errors import CheckpointError, ConfigError, IncompatibleDataError
 from videogen.tasks.classification import ClassificationTask
 from videogen.tasks.schedules import warmup_cosine
 
@@ -176,3 +176,11 @@ def test_mixup_and_cutmix_mix_whole_clips_and_their_labels() -> None:
     changed = (mixed[:, 0, 0] != video[:, 0, 0]).float().mean(dim=(1, 2))
     moved = second != labels
     assert torch.allclose(changed[moved], torch.full_like(changed[moved], rest))
+
+
+def test_a_task_refuses_a_network_it_cannot_use() -> None:
+    from videogen.tasks.prediction import AutoencoderTask
+
+    linear = {"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 2}
+    with pytest.raises(ConfigError, match="model.net of AutoencoderTask must be a VPTRAutoencoder"):
+        AutoencoderTask(net=linear, gan_weight=0)
