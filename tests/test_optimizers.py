@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from tests.conftest import FAST_RUN, assert_ok, run_cli
+from tests.test_tasks import NET
 from videogen.data.synthetic import SyntheticVideoDataModule
 from videogen.tasks.base import VideoTask
 from videogen.tasks.classification import ClassificationTask
@@ -22,15 +23,6 @@ from videogen.utils.resume import check_start_checkpoint
 
 ADAMW = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 0.1, "weight_decay": 0.05}
 SCHEDULE = {"_target_": "videogen.tasks.schedules.warmup_cosine", "_partial_": True}
-NET = {
-    "_target_": "videogen.models.vit.FrameViT",
-    "num_classes": 8,
-    "img_size": 32,
-    "patch_size": 8,
-    "embed_dim": 32,
-    "depth": 1,
-    "num_heads": 2,
-}
 
 
 def tiny_task(compose_train, model: str) -> VideoTask:
