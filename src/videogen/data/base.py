@@ -160,6 +160,15 @@ class ResumableSampler(DistributedSampler):
 PIXEL_RANGES = ("standardized", "unit", "signed")
 
 
+def scale_uint8(video: torch.Tensor, pixel_range: str) -> torch.Tensor:
+    """uint8 video -> float in "unit" ([0, 1]) or "signed" ([-1, 1]) range."""
+    if pixel_range == "unit":
+        return video.float().div_(255.0)
+    if pixel_range == "signed":
+        return video.float().div_(127.5).sub_(1.0)
+    raise ValueError(f"unknown pixel range {pixel_range!r}: choose one of {PIXEL_RANGES}.")
+
+
 class VideoDataModule(pl.LightningDataModule, abc.ABC):
     """Base datamodule: builds loaders from `make_dataset(split)` and normalises video on the device.
 
@@ -333,11 +342,7 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
         """uint8 video -> float in `pixel_range` (one of PIXEL_RANGES), on video's device."""
         if pixel_range == "standardized":
             return self.normalize(video)
-        if pixel_range == "unit":
-            return video.float().div_(255.0)
-        if pixel_range == "signed":
-            return video.float().div_(127.5).sub_(1.0)
-        raise ValueError(f"unknown pixel range {pixel_range!r}: choose one of {PIXEL_RANGES}.")
+        return scale_uint8(video, pixel_range)
 
     def to_unit_range(self, video: torch.Tensor, pixel_range: str) -> torch.Tensor:
         """Video delivered in `pixel_range` back to float in [0, 1] (for showing it)."""

@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch import nn
 
+from videogen.data.base import scale_uint8
 from videogen.errors import CheckpointError, ConfigError, IncompatibleDataError
 from videogen.models.build import build_network, restoring_from_checkpoint
 from videogen.models.checkpoint_io import (
@@ -318,6 +319,12 @@ class VideoTask(pl.LightningModule):
             if scheduler is not None:
                 schedulers.append({"scheduler": scheduler, "interval": "step"})
         return optimizers, schedulers
+
+    def batch_video(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch's video in this task's `pixel_range`: as the datamodule delivers it, or,
+        for a uint8 batch made by hand, scaled here (unit and signed ranges)."""
+        video = batch["video"]
+        return scale_uint8(video, self.pixel_range) if video.dtype == torch.uint8 else video
 
     @property
     def attached_datamodule(self) -> Any:

@@ -57,10 +57,8 @@ class PixelSpaceTask(ExampleVideos, VideoTask):
     pixel_range: ClassVar[str] = "unit"
 
     def pixels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The batch's video in [0, 1]: as the datamodule delivers it (`pixel_range`), or, for a
-        batch made by hand, uint8 frames scaled here."""
-        video = batch["video"]
-        return video.float() / 255.0 if video.dtype == torch.uint8 else video
+        """The batch's video in [0, 1] (see `batch_video`)."""
+        return self.batch_video(batch)
 
     def clip_split(self, frames: int) -> tuple[int, int]:
         """(context, future) frame counts of a clip of `frames` frames, as the data defines them."""

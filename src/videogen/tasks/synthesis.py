@@ -549,10 +549,8 @@ class SynthesisTask(ExampleVideos, AdversarialTask):
 
     # ----- evaluation -------------------------------------------------------------------------
     def signed_pixels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The batch's video in [-1, 1]: as the datamodule delivers it (`pixel_range`), or, for
-        a batch made by hand, uint8 frames scaled here."""
-        video = batch["video"]
-        return video.float() / 127.5 - 1 if video.dtype == torch.uint8 else video
+        """The batch's video in [-1, 1] (see `batch_video`)."""
+        return self.batch_video(batch)
 
     @torch.no_grad()
     def synthesize(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
