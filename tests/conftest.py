@@ -38,8 +38,9 @@ FAST_RUN = [
 
 
 def config_names(group: str) -> list[str]:
-    """The options of a config group, from the files in conf/<group>/."""
-    return sorted(p.stem for p in (CONF_ROOT / group).glob("*.yaml"))
+    """The options of a config group, from the files in conf/<group>/ (a name starting with an
+    underscore is a part other options include, not an option)."""
+    return sorted(p.stem for p in (CONF_ROOT / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def cli_env() -> dict[str, str]:

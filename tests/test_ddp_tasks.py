@@ -45,6 +45,8 @@ TINY = {
     "vptr_far": "vptr_far_tiny",
     "vptr_nar": "vptr_nar_tiny",
     "vid2vid": "vid2vid_tiny",
+    "latte": "latte_tiny",
+    "uvit": "uvit_tiny",
 }
 OVERRIDES = {
     "vit_b16": [

@@ -100,9 +100,12 @@ def apply_model_overrides(task: VideoTask, cfg: DictConfig, stored: dict[str, An
         log.info("%s=%s (from the command line)", key, value)
 
 
-def load_task_and_data(cfg: DictConfig) -> tuple[VideoTask, VideoDataModule]:
-    """The checkpoint's task and the run's datamodule, checked to fit each other."""
-    task, stored = load_task(cfg.ckpt_path)
+def load_task_and_data(
+    cfg: DictConfig, loaded: tuple[VideoTask, dict[str, Any]] | None = None
+) -> tuple[VideoTask, VideoDataModule]:
+    """The checkpoint's task (`loaded`: task and stored config, if already read) and the run's
+    datamodule, checked to fit each other."""
+    task, stored = loaded or load_task(cfg.ckpt_path)
     # Evaluation-time options of a trained task (e.g. model.sample_style) follow the command
     # line; other model.* overrides are refused.
     apply_model_overrides(task, cfg, stored)

@@ -197,6 +197,10 @@ class FrameViT(nn.Module):
         features = self.vit.forward_features(rearrange(video, "b t c h w -> (b t) c h w"))
         return rearrange(features, "(b t) d -> b t d", b=batch)
 
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-frame features (B, T, D) -> logits (B, num_classes), the mean of the frames'."""
+        return self.vit.head(features).mean(dim=1)
+
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         """(B, T, C, H, W) -> logits (B, num_classes), the mean of the per-frame logits."""
-        return self.vit.head(self.forward_features(video)).mean(dim=1)
+        return self.forward_head(self.forward_features(video))

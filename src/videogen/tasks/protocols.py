@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -42,3 +43,39 @@ class LabelledClips(abc.ABC):
     @abc.abstractmethod
     def labelled_clips(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch's clips as the task received them and the predicted class of each (B,)."""
+
+
+@dataclass
+class SamplingOptions:
+    """How a generator draws clips: `sampler` ("ddpm" or "ddim") over `steps` timesteps, DDIM's
+    `eta`, the classifier-free `guidance` scale (1: none) and the timestep `spacing`. Models
+    that draw in one pass (GANs) ignore them."""
+
+    sampler: str = "ddim"
+    steps: int = 50
+    eta: float = 0.0
+    guidance: float = 1.0
+    spacing: str = "linspace"
+
+
+class GeneratesFromNoise(abc.ABC):
+    """A task that makes new clips from noise (diffusion, GANs): `generate` asks it for clips
+    of given classes, with no data. `num_classes` is 0 for an unconditional model."""
+
+    num_classes: int
+
+    def sampling_options(self) -> SamplingOptions:
+        """The model's own sampling settings (what `generate` starts from)."""
+        return SamplingOptions()
+
+    @abc.abstractmethod
+    def sample_clips(
+        self,
+        labels: torch.Tensor | None,
+        count: int,
+        options: SamplingOptions | None = None,
+        generator: torch.Generator | None = None,
+        progress: Callable[[Iterator], Iterator] | None = None,
+    ) -> torch.Tensor:
+        """`count` clips (count, T, C, H, W) in [0, 1], of the classes `labels` (count,) (None:
+        unconditional), every random draw from `generator`; `progress` wraps the step loop."""

@@ -57,6 +57,27 @@ def side_by_side(panels: dict[str, torch.Tensor], first_generated: int, scale: i
     return (frames.permute(0, 2, 3, 1) * 255).round().byte().cpu().numpy()
 
 
+def grid(clips: torch.Tensor, columns: int, scale: int) -> np.ndarray:
+    """Clips (N, T, C, H, W) in [0, 1] tiled row by row, `columns` to a row, white gaps
+    between them -> uint8 frames (T, H', W', 3)."""
+    count, frames = clips.shape[:2]
+    tiles = [to_rgb(clip.float().clamp(0, 1)) for clip in clips]
+    if scale > 1:
+        tiles = [F.interpolate(tile, scale_factor=scale, mode="nearest") for tile in tiles]
+    blank = torch.ones_like(tiles[0])
+    rows_of_tiles = math.ceil(count / columns)
+    tiles += [blank] * (rows_of_tiles * columns - count)
+    rows = []
+    for row in range(rows_of_tiles):
+        line = []
+        for tile in tiles[row * columns : (row + 1) * columns]:
+            line += [tile, torch.ones_like(tile[..., :GAP])]
+        rows += [torch.cat(line[:-1], dim=-1)]
+        rows += [torch.ones_like(rows[-1][..., :GAP, :])]
+    video = torch.cat(rows[:-1], dim=-2)
+    return (video.permute(0, 2, 3, 1) * 255).round().byte().cpu().numpy()
+
+
 def write_video(
     path: str | Path,
     frames: np.ndarray,

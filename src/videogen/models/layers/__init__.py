@@ -13,7 +13,12 @@ from videogen.models.layers.attention import (
     FactorisedDotProductAttention,
     Grid,
 )
-from videogen.models.layers.blocks import Block, FactorisedSelfAttentionBlock, modulate
+from videogen.models.layers.blocks import (
+    Block,
+    ConditionedOutput,
+    FactorisedSelfAttentionBlock,
+    modulate,
+)
 from videogen.models.layers.checkpointing import run_blocks
 from videogen.models.layers.conv import (
     NORMS,
@@ -24,6 +29,7 @@ from videogen.models.layers.conv import (
     norm_layer,
 )
 from videogen.models.layers.embeddings import (
+    LabelEmbedding,
     PatchEmbedding,
     TimestepEmbedding,
     TubeletEmbedding,
@@ -42,11 +48,13 @@ __all__ = [
     "NORMS",
     "Attention",
     "Block",
+    "ConditionedOutput",
     "CrossAttention",
     "FactorisedDotProductAttention",
     "FactorisedSelfAttentionBlock",
     "FrameLayerNorm",
     "Grid",
+    "LabelEmbedding",
     "Mlp",
     "PatchDiscriminator",
     "PatchEmbedding",

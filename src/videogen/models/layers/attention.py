@@ -27,8 +27,26 @@ def check_heads(dim: int, num_heads: int, width_key: str) -> None:
         )
 
 
+def rotate_positions(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Rotary position embedding (RoPE, Su et al. 2021) of queries or keys (B, H, N, d): the
+    channel pairs (i, i + d/2) of the token at position n turn by n * base^(-2i/d), so that
+    q . k depends on the positions only through their difference. Computed for any N."""
+    length, dim = x.shape[-2], x.shape[-1]
+    half = dim // 2
+    frequencies = base ** (-torch.arange(half, dtype=torch.float32, device=x.device) / half)
+    angles = torch.arange(length, dtype=torch.float32, device=x.device)[:, None] * frequencies
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    first, second = x[..., :half], x[..., half : 2 * half]
+    rotated = torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
+    return torch.cat([rotated, x[..., 2 * half :]], dim=-1)
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention over a token sequence (B, N, D), one fused qkv projection."""
+    """Multi-head self-attention over a token sequence (B, N, D), one fused qkv projection.
+
+    `rope`: queries and keys carry rotary codes of their position in the sequence (for
+    attention over time, where the sequence is the frames).
+    """
 
     def __init__(
         self,
@@ -38,11 +56,13 @@ class Attention(nn.Module):
         attn_drop_rate: float = 0.0,
         drop_rate: float = 0.0,
         width_key: str = "model.net.embed_dim",
+        rope: bool = False,
     ) -> None:
         super().__init__()
         check_heads(dim, num_heads, width_key)
         self.num_heads = num_heads
         self.attn_drop_rate = attn_drop_rate
+        self.rope = rope
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(drop_rate)
@@ -66,6 +86,8 @@ class Attention(nn.Module):
         self, x: torch.Tensor, grid: Grid | None = None, causal: bool = False
     ) -> torch.Tensor:
         q, k, v = self.split_heads(x)
+        if self.rope:
+            q, k = rotate_positions(q), rotate_positions(k)
         out = rearrange(self.attend(q, k, v, causal), "b h n d -> b n (h d)")
         return self.proj_drop(self.proj(out))
 

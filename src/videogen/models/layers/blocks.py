@@ -39,12 +39,18 @@ class Block(nn.Module):
         drop_path_rate: float = 0.0,
         attention: type[Attention] = Attention,
         cond_dim: int | None = None,
+        rope: bool = False,
     ) -> None:
         super().__init__()
         affine = cond_dim is None  # adaLN supplies the scale and shift instead
         self.norm1 = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=affine)
         self.attn = attention(
-            dim, num_heads, qkv_bias=qkv_bias, attn_drop_rate=attn_drop_rate, drop_rate=drop_rate
+            dim,
+            num_heads,
+            qkv_bias=qkv_bias,
+            attn_drop_rate=attn_drop_rate,
+            drop_rate=drop_rate,
+            **({"rope": True} if rope else {}),
         )
         self.drop_path1 = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=affine)
@@ -80,10 +86,14 @@ class Block(nn.Module):
 
 
 class FactorisedSelfAttentionBlock(Block):
-    """ViViT Model 3: temporal MSA, spatial MSA and MLP, each pre-norm with a residual.
+    """ViViT Model 3 (and Latte's variant 3): temporal MSA, spatial MSA and MLP, each pre-norm
+    with a residual.
 
     The spatial half keeps ViT's names (`norm1`, `attn`), so ViT weights load into it; the
     temporal MSA (`temporal_norm`, `temporal_attn`) is new. `temporal_first` sets the order.
+    With `cond_dim`, each of the three branches is conditioned by adaLN-Zero (the temporal one
+    through its own `temporal_modulation`), so a new block is the identity. `rope`: the temporal
+    attention carries rotary codes of the frame index.
     """
 
     def __init__(
@@ -94,35 +104,84 @@ class FactorisedSelfAttentionBlock(Block):
         qkv_bias: bool = True,
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
+        cond_dim: int | None = None,
+        rope: bool = False,
         **kwargs,
     ) -> None:
         options = dict(qkv_bias=qkv_bias, drop_rate=drop_rate, attn_drop_rate=attn_drop_rate)
-        super().__init__(dim, num_heads, **options, **kwargs)
+        super().__init__(dim, num_heads, **options, cond_dim=cond_dim, **kwargs)
         self.temporal_first = temporal_first
-        self.temporal_norm = nn.LayerNorm(dim, eps=1e-6)
-        self.temporal_attn = Attention(dim, num_heads, **options)
+        self.temporal_norm = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=cond_dim is None)
+        self.temporal_attn = Attention(dim, num_heads, rope=rope, **options)
+        self.temporal_modulation: nn.Sequential | None = None
+        if cond_dim is not None:
+            self.temporal_modulation = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 3 * dim))
+            nn.init.zeros_(self.temporal_modulation[1].weight)
+            nn.init.zeros_(self.temporal_modulation[1].bias)
 
-    def temporal(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
+    def temporal(self, x: torch.Tensor, grid: Grid, cond: torch.Tensor | None) -> torch.Tensor:
         frames, tokens = grid
-        y = rearrange(self.temporal_norm(x), "b (t s) d -> (b s) t d", t=frames)
+        y = self.temporal_norm(x)
+        if self.temporal_modulation is not None:
+            shift, scale, gate = self.temporal_modulation(cond).chunk(3, dim=1)
+            y = modulate(y, shift, scale)
+        y = rearrange(y, "b (t s) d -> (b s) t d", t=frames)
         y = rearrange(self.temporal_attn(y), "(b s) t d -> b (t s) d", s=tokens)
+        if self.temporal_modulation is not None:
+            y = gate.unsqueeze(1) * y
         return x + self.drop_path1(y)
 
-    def spatial(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
+    def spatial(
+        self, x: torch.Tensor, grid: Grid, shift: torch.Tensor | None, scale: torch.Tensor | None
+    ) -> torch.Tensor:
         frames, _ = grid
-        y = rearrange(self.norm1(x), "b (t s) d -> (b t) s d", t=frames)
-        y = rearrange(self.attn(y), "(b t) s d -> b (t s) d", t=frames)
-        return x + self.drop_path1(y)
+        y = self.norm1(x)
+        if shift is not None:
+            y = modulate(y, shift, scale)
+        y = rearrange(y, "b (t s) d -> (b t) s d", t=frames)
+        return rearrange(self.attn(y), "(b t) s d -> b (t s) d", t=frames)
 
     def forward(
         self, x: torch.Tensor, grid: Grid | None = None, cond: torch.Tensor | None = None
     ) -> torch.Tensor:
         if grid is None:
             raise ValueError("factorised self-attention needs the (time, space) token grid")
-        if cond is not None:
-            raise ValueError("the factorised self-attention block takes no conditioning input.")
-        first, second = (
-            (self.temporal, self.spatial) if self.temporal_first else (self.spatial, self.temporal)
-        )
-        x = second(first(x, grid), grid)
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+        if (cond is None) != (self.adaLN_modulation is None):
+            raise ValueError(
+                "pass `cond` to a conditioned factorised block (cond_dim set), and only to one."
+            )
+        shift1 = scale1 = gate1 = shift2 = scale2 = gate2 = None
+        if self.adaLN_modulation is not None:
+            shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(cond).chunk(6, 1)
+
+        def spatial(x: torch.Tensor) -> torch.Tensor:
+            y = self.spatial(x, grid, shift1, scale1)
+            return x + self.drop_path1(y if gate1 is None else gate1.unsqueeze(1) * y)
+
+        if self.temporal_first:
+            x = spatial(self.temporal(x, grid, cond))
+        else:
+            x = self.temporal(spatial(x), grid, cond)
+        y = self.norm2(x)
+        if shift2 is None:
+            return x + self.drop_path2(self.mlp(y))
+        y = self.mlp(modulate(y, shift2, scale2))
+        return x + self.drop_path2(gate2.unsqueeze(1) * y)
+
+
+class ConditionedOutput(nn.Module):
+    """DiT's final layer: an affine-free LayerNorm modulated (adaLN) by the conditioning vector,
+    then a linear map to `out_dim` values per token. Zero-initialised: a new model outputs 0."""
+
+    def __init__(self, dim: int, out_dim: int, cond_dim: int) -> None:
+        super().__init__()
+        self.norm_final = nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
+        self.linear = nn.Linear(dim, out_dim)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 2 * dim))
+        for layer in (self.linear, self.adaLN_modulation[1]):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(cond).chunk(2, dim=1)
+        return self.linear(modulate(self.norm_final(x), shift, scale))

@@ -114,3 +114,20 @@ class TimestepEmbedding(nn.Module):
     def forward(self, timesteps: torch.Tensor) -> torch.Tensor:
         features = timestep_features(timesteps, self.frequency_dim)
         return self.mlp(features.to(self.mlp[0].weight.dtype))
+
+
+class LabelEmbedding(nn.Module):
+    """Class labels (B,) -> vectors (B, dim), with one more row for the "null" class (index
+    `num_classes`) that classifier-free guidance trains on and samples against."""
+
+    def __init__(self, num_classes: int, dim: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.embedding_table = nn.Embedding(num_classes + 1, dim)
+
+    @property
+    def null_label(self) -> int:
+        return self.num_classes
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        return self.embedding_table(labels)

@@ -37,6 +37,38 @@ def xavier_init(module: nn.Module) -> None:
             nn.init.xavier_uniform_(layer.weight)
 
 
+def zero_initialised(name: str) -> bool:
+    """Whether DiT starts the parameter called `name` at zero: adaLN modulations, output layer."""
+    return (
+        "adaLN_modulation" in name
+        or "temporal_modulation" in name
+        or name.startswith("final_layer.linear.")
+    )
+
+
+def dit_init(module: nn.Module) -> None:
+    """DiT / Latte: Xavier-uniform linear and patch-embedding weights (the patch projection seen
+    as a linear map), biases 0, timestep and label embeddings ~ N(0, 0.02), and every adaLN
+    modulation and conditioned output layer zero (each conditioned block starts as the
+    identity, the model's output at 0)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        elif isinstance(layer, CONVS[:3]):
+            nn.init.xavier_uniform_(layer.weight.view(layer.weight.shape[0], -1))
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.Embedding):
+            nn.init.normal_(layer.weight, std=0.02)
+    for name, param in module.named_parameters():
+        if name.startswith("t_embedder.") and name.endswith("weight"):
+            nn.init.normal_(param, std=0.02)
+        elif zero_initialised(name):
+            nn.init.zeros_(param)
+
+
 def gan_init(module: nn.Module) -> None:
     """pix2pix / DCGAN: conv weights ~ N(0, 0.02), biases 0, norm scales ~ N(1, 0.02)."""
     for layer in module.modules():
@@ -49,7 +81,7 @@ def gan_init(module: nn.Module) -> None:
             nn.init.zeros_(layer.bias)
 
 
-INIT_SCHEMES = {"vit": vit_init, "xavier": xavier_init, "gan": gan_init}
+INIT_SCHEMES = {"vit": vit_init, "xavier": xavier_init, "gan": gan_init, "dit": dit_init}
 
 
 def init_weights(module: nn.Module, scheme: str) -> None:

@@ -1,0 +1,364 @@
+"""Video diffusion: a denoising network (Latte, U-ViT) trained with the DDPM objective, in a
+frozen VAE's latent space or in pixels, sampled with DDPM or DDIM and classifier-free guidance.
+
+The process (noise schedule, loss, samplers) is `models.diffusion.GaussianDiffusion`; this task
+adds the data side (pixels to latents), label dropout for guidance, validation samples and the
+offline test: clips sampled per class, judged by a trained videogen classifier
+(`test/judge_acc`, `test/judge_fd`) and, with a local feature network file, a Fréchet video
+distance. Exponential moving-average weights come from Lightning's `EMAWeightAveraging` callback
+(conf/model/latte.yaml adds it): they are what validation samples with and what checkpoints hold
+as `state_dict`, so evaluate and generate use them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import torch
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+from videogen.errors import ConfigError
+from videogen.metrics.synthesis import FrechetDistance, frechet_distance, load_feature_network
+from videogen.models.build import is_restoring
+from videogen.models.diffusion import GaussianDiffusion, VideoDenoiser
+from videogen.models.diffusion.process import SAMPLERS, SPACINGS
+from videogen.tasks.base import VideoTask
+from videogen.tasks.frozen_vae import FrozenVAE, vae_config_from_folder
+from videogen.tasks.judge import Judge
+from videogen.tasks.protocols import ExampleVideos, GeneratesFromNoise, Panels, SamplingOptions
+
+log = logging.getLogger(__name__)
+
+
+class DiffusionTask(ExampleVideos, GeneratesFromNoise, VideoTask):
+    """Train `net(x_t, t, labels)` to denoise video (or its VAE latents); sample clips from it.
+
+    `diffusion` configures the process (models/diffusion/process.py; `learn_sigma` follows the
+    network). `vae_path`: a folder holding a diffusers AutoencoderKL (`save_pretrained`); null
+    trains in pixel space. `class_dropout`: the probability that a training label is replaced by
+    the null class (classifier-free guidance). The sampling settings (`sampler`, `sample_steps`,
+    `eta`, `guidance`, `spacing`) and the test's (`samples_per_class`, `judge_ckpt`,
+    `fvd_network_path`, `sample_seed`) may be changed on a trained model.
+    """
+
+    pixel_range: ClassVar[str] = "signed"
+    network_type: ClassVar[type | None] = VideoDenoiser
+    runtime_options: ClassVar[tuple[str, ...]] = (
+        "sampler",
+        "sample_steps",
+        "eta",
+        "guidance",
+        "spacing",
+        "samples_per_class",
+        "sample_batch_size",
+        "judge_ckpt",
+        "fvd_network_path",
+        "sample_seed",
+    )
+
+    def __init__(
+        self,
+        net: dict[str, Any],
+        optimizer: dict[str, Any] | None = None,
+        lr_scheduler: dict[str, Any] | None = None,
+        diffusion: dict[str, Any] | None = None,
+        vae_path: str | None = None,
+        vae_chunk_size: int = 16,
+        vae_config: dict[str, Any] | None = None,
+        class_dropout: float = 0.1,
+        sampler: str = "ddim",
+        sample_steps: int = 50,
+        eta: float = 0.0,
+        guidance: float = 1.0,
+        spacing: str = "linspace",
+        samples_per_class: int = 16,
+        sample_batch_size: int = 16,
+        judge_ckpt: str | None = None,
+        fvd_network_path: str | None = None,
+        sample_seed: int = 0,
+    ) -> None:
+        vae = None
+        restoring = is_restoring()
+        if vae_path and not restoring:
+            vae_config = vae_config_from_folder(vae_path)
+        if vae_config is not None:
+            # A restored run rebuilds the VAE from its stored config; its weights are in the
+            # checkpoint. A new one reads them from the folder, and the network denoises latents.
+            vae = FrozenVAE(vae_config, None if restoring else vae_path, vae_chunk_size)
+            if not restoring:
+                size = net["img_size"]
+                height, width = (size, size) if isinstance(size, int) else size
+                net = {
+                    **net,
+                    "in_channels": vae.latent_channels,
+                    "img_size": list(vae.latent_size(height, width)),
+                }
+        super().__init__(net, optimizer, lr_scheduler)
+        self.save_hyperparameters(logger=False)
+        self.hparams["net"] = net
+        self.hparams["vae_config"] = vae_config
+        self.vae = vae
+        if not 0.0 <= class_dropout < 1.0:
+            raise ConfigError(f"model.class_dropout must be in [0, 1), got {class_dropout}.")
+        self.class_dropout = class_dropout
+        self.diffusion = GaussianDiffusion(
+            **{**(diffusion or {}), "learn_sigma": bool(self.net.learn_sigma), "channel_dim": 2}
+        )
+        self.sampler, self.sample_steps, self.eta = sampler, sample_steps, eta
+        self.guidance, self.spacing = guidance, spacing
+        self.samples_per_class = samples_per_class
+        self.sample_batch_size = sample_batch_size
+        self.judge_ckpt, self.fvd_network_path = judge_ckpt, fvd_network_path
+        self.sample_seed = sample_seed
+        self.sampling_options()  # refuse bad settings now, not after training
+        self.judge: Judge | None = None
+        self.fvd: FrechetDistance | None = None
+        self.real_features: list[torch.Tensor] = []
+
+    # -- sizes and spaces ---------------------------------------------------------------------
+
+    @property
+    def num_classes(self) -> int:  # type: ignore[override]
+        return int(self.net.num_classes)
+
+    def model_space(self, video: torch.Tensor) -> torch.Tensor:
+        """Video in [-1, 1] -> what the network denoises: VAE latents, or the pixels."""
+        return video.float() if self.vae is None else self.vae.encode(video)
+
+    def to_unit_video(self, x: torch.Tensor) -> torch.Tensor:
+        """A sample in the model's space -> video in [0, 1]."""
+        video = x if self.vae is None else self.vae.decode(x)
+        return ((video.float() + 1) / 2).clamp(0, 1)
+
+    def sample_shape(self, count: int) -> tuple[int, ...]:
+        height, width = self.net.img_size
+        return (count, self.net.num_frames, self.net.in_channels, height, width)
+
+    # -- training -----------------------------------------------------------------------------
+
+    def labels_of(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The batch's labels for a class-conditional network (None for an unconditional one)."""
+        if self.num_classes == 0:
+            return None
+        if "label" not in batch:
+            raise ConfigError(
+                f"the network is class-conditional (model.net.num_classes={self.num_classes}) "
+                "but the data gives no labels: use labelled data or set model.net.num_classes=0."
+            )
+        return batch["label"]
+
+    def diffusion_loss(
+        self,
+        batch: dict[str, torch.Tensor],
+        generator: torch.Generator | None = None,
+        drop_labels: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Per-example losses of one noising of the batch (timesteps and noise from
+        `generator` when given, so that validation measures the same draws every epoch)."""
+        x0 = self.model_space(self.batch_video(batch))
+        labels = self.labels_of(batch)
+        if labels is not None and drop_labels and self.class_dropout > 0:
+            dropped = torch.rand(labels.shape, device=labels.device) < self.class_dropout
+            labels = torch.where(dropped, torch.full_like(labels, self.net.null_label), labels)
+        t = self.diffusion.sample_timesteps(x0.shape[0], x0.device, generator)
+        if generator is None:
+            noise = torch.randn_like(x0, dtype=torch.float32)
+        else:
+            noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        x_t = self.diffusion.add_noise(x0, noise, t)
+        output = self.net(x_t, t, labels)
+        return self.diffusion.training_loss(output, x0, noise, t, x_t)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        if "video" not in batch:  # every clip of this batch was unreadable and skipped
+            return self.empty_batch_loss()
+        losses = self.diffusion_loss(batch, drop_labels=True)
+        loss = losses["loss"].mean()
+        size = losses["loss"].shape[0]
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        if "vlb" in losses:
+            self.log("train/mse", losses["mse"].mean(), on_step=True, batch_size=size)
+            self.log("train/vlb", losses["vlb"].mean(), on_step=True, batch_size=size)
+        if not self.finite_on_every_rank(loss):
+            rank_zero_only(log.warning)(
+                "Non-finite loss at step %d: update skipped.", self.global_step
+            )
+            return self.empty_batch_loss()
+        return loss
+
+    def evaluation_loss(self, batch: dict[str, torch.Tensor], batch_idx: int, split: str) -> None:
+        """The denoising loss at timesteps and noise fixed per batch index, so that the figure
+        moves only with the weights."""
+        if "video" not in batch:
+            return
+        generator = torch.Generator().manual_seed(self.sample_seed * 100003 + batch_idx)
+        losses = self.diffusion_loss(batch, generator)
+        self.log(
+            f"{split}/loss",
+            losses["loss"].mean(),
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=losses["loss"].shape[0],
+            sync_dist=True,
+        )
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.evaluation_loss(batch, batch_idx, "val")
+
+    # -- sampling -----------------------------------------------------------------------------
+
+    def sampling_options(self) -> SamplingOptions:
+        """The configured sampler settings, checked."""
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(
+                f"model.sampler={self.sampler!r} is not one of {', '.join(SAMPLERS)}."
+            )
+        if self.spacing not in SPACINGS:
+            raise ConfigError(
+                f"model.spacing={self.spacing!r} is not one of {', '.join(SPACINGS)}."
+            )
+        return SamplingOptions(
+            self.sampler,
+            int(self.sample_steps),
+            float(self.eta),
+            float(self.guidance),
+            self.spacing,
+        )
+
+    @torch.no_grad()
+    def sample_clips(
+        self,
+        labels: torch.Tensor | None,
+        count: int,
+        options: SamplingOptions | None = None,
+        generator: torch.Generator | None = None,
+        progress: Callable[[Iterator], Iterator] | None = None,
+    ) -> torch.Tensor:
+        options = options or self.sampling_options()
+        if labels is not None:
+            labels = labels.to(self.device).long()
+            if self.num_classes == 0:
+                raise ConfigError("this model is unconditional: sample it without labels.")
+            if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+                raise ConfigError(
+                    f"labels must be class indices in [0, {self.num_classes - 1}], got "
+                    f"{labels.tolist()}."
+                )
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            x = self.diffusion.sample(
+                self.net,
+                self.sample_shape(count),
+                labels=labels,
+                sampler=options.sampler,
+                steps=options.steps,
+                eta=options.eta,
+                guidance=options.guidance,
+                null_label=self.net.null_label,
+                generator=generator,
+                device=self.device,
+                spacing=options.spacing,
+                progress=progress,
+            )
+        finally:
+            self.net.train(was_training)
+        return self.to_unit_video(x)
+
+    def generation_panels(self, batch: dict[str, torch.Tensor]) -> Panels:
+        """Real clips of the batch beside clips sampled for their labels (fixed seed)."""
+        real = ((self.batch_video(batch).float() + 1) / 2).clamp(0, 1)
+        labels = self.labels_of(batch)
+        generator = torch.Generator().manual_seed(self.sample_seed)
+        generated = self.sample_clips(labels, real.shape[0], generator=generator)
+        return Panels({"real": real, "generated": generated})
+
+    # -- test: judge, Fréchet distances -------------------------------------------------------
+
+    def on_test_epoch_start(self) -> None:
+        self.judge = Judge(self.judge_ckpt) if self.judge_ckpt else None
+        if self.judge is None:
+            rank_zero_only(log.warning)(
+                "No judge: test/judge_acc and test/judge_fd are not reported; set "
+                "model.judge_ckpt to a videogen classifier checkpoint trained on this data."
+            )
+        network = load_feature_network(self.fvd_network_path, "FVD", "model.fvd_network_path")
+        self.fvd = FrechetDistance(network, mode="clips") if network is not None else None
+        self.real_features = []
+        self.real_fvd_features: list[torch.Tensor] = []
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.evaluation_loss(batch, batch_idx, "test")
+        if "video" not in batch:
+            return
+        real = ((self.batch_video(batch).float() + 1) / 2).clamp(0, 1)
+        if self.judge is not None:
+            self.real_features.append(self.judge(real)[1].cpu())
+        if self.fvd is not None:
+            self.real_fvd_features.append(self.fvd.features(real))
+
+    def test_labels(self) -> torch.Tensor | None:
+        """The classes of the clips the test samples: `samples_per_class` of each class, or
+        that many unconditional clips."""
+        if self.samples_per_class < 2:
+            raise ConfigError(
+                f"model.samples_per_class must be at least 2 (a Fréchet distance needs two "
+                f"clips), got {self.samples_per_class}."
+            )
+        if self.num_classes == 0:
+            return None
+        return torch.arange(self.num_classes).repeat_interleave(self.samples_per_class)
+
+    def on_test_epoch_end(self) -> None:
+        """Sample the test clips (each rank its share), judge them, and log the figures."""
+        if self.judge is None and self.fvd is None:
+            return
+        labels = self.test_labels()
+        total = self.samples_per_class if labels is None else labels.numel()
+        world, rank = self.trainer.world_size, self.global_rank
+        share = math.ceil(total / world)
+        indices = torch.arange(rank * share, (rank + 1) * share).clamp_max(total - 1)
+        valid = torch.arange(rank * share, (rank + 1) * share) < total
+        logits, features, fvd_features = [], [], []
+        options = self.sampling_options()
+        for chunk in indices.split(self.sample_batch_size):
+            generator = torch.Generator().manual_seed(self.sample_seed * 100003 + int(chunk[0]))
+            chunk_labels = None if labels is None else labels[chunk]
+            clips = self.sample_clips(chunk_labels, chunk.numel(), options, generator)
+            if self.judge is not None:
+                chunk_logits, chunk_features = self.judge(clips)
+                logits.append(chunk_logits.cpu())
+                features.append(chunk_features.cpu())
+            if self.fvd is not None:
+                fvd_features.append(self.fvd.features(clips))
+        gathered = self.gather_rows
+        if self.judge is not None:
+            generated_features = gathered(torch.cat(features), valid)
+            real_features = gathered(torch.cat(self.real_features), None)
+            self.log(
+                "test/judge_fd",
+                frechet_distance(real_features, generated_features),
+                rank_zero_only=True,
+            )
+            if labels is not None:
+                predicted = gathered(torch.cat(logits), valid).argmax(1)
+                accuracy = (predicted == labels[: predicted.shape[0]]).float().mean()
+                self.log("test/judge_acc", accuracy, rank_zero_only=True)
+        if self.fvd is not None:
+            generated = gathered(torch.cat(fvd_features).float(), valid)
+            real = gathered(torch.cat(self.real_fvd_features).float(), None)
+            self.log("test/fvd", frechet_distance(real, generated), rank_zero_only=True)
+        self.log("test/generated_clips", float(total), rank_zero_only=True)
+
+    def gather_rows(self, rows: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        """Rows of every rank, in rank order (only the `valid` ones where given)."""
+        if self.trainer.world_size == 1:
+            return rows if valid is None else rows[valid]
+        gathered = self.all_gather(rows.to(self.device)).flatten(0, 1).cpu()
+        if valid is None:
+            return gathered
+        mask = self.all_gather(valid.to(self.device)).flatten(0, 1).cpu()
+        return gathered[mask]
