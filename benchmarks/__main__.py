@@ -22,6 +22,7 @@ import torch
 
 from benchmarks import (
     data_throughput,
+    diffusion,
     profiles,
     revisions,
     training_step,
@@ -31,7 +32,7 @@ from benchmarks import (
 from benchmarks.common import Table, environment, matmul_peak_flops
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
-SECTIONS = ("training", "data", "vptr", "vid2vid", "profiles")
+SECTIONS = ("training", "data", "vptr", "vid2vid", "diffusion", "profiles")
 # Run only when asked for, with --against.
 OPTIONAL_SECTIONS = ("revisions",)
 
@@ -46,6 +47,9 @@ def section_tables(name: str, args: argparse.Namespace, peak: float) -> list[Tab
             vptr_inference.table(args.device, batch=8 if args.device == "cuda" else 1)
         ],
         "vid2vid": lambda: [vid2vid_generator.table(args.device, peak, args.dtype)],
+        "diffusion": lambda: diffusion.tables(
+            args.device, torch.get_num_threads(), peak, args.quick
+        ),
         "profiles": lambda: [profiles.table(args.device)],
         "revisions": lambda: [
             revisions.table(

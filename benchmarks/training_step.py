@@ -244,7 +244,31 @@ class GeneratorTrainingStep(nn.Module):
         return F.l1_loss(fake, real)
 
 
+class LatteTrainingStep(nn.Module):
+    """Latte-S/2 as trained: noising, the class-conditional network, the hybrid loss."""
+
+    def __init__(self) -> None:
+        # Imported here: the revisions benchmark runs this file against older checkouts.
+        from videogen.models.diffusion import GaussianDiffusion, Latte
+
+        super().__init__()
+        self.net = Latte(16, 32, 4, 2, size="S", num_classes=101, learn_sigma=True)
+        self.process = GaussianDiffusion(learn_sigma=True)
+
+    def forward(self, latents: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        t = self.process.sample_timesteps(latents.shape[0], latents.device)
+        noise = torch.randn_like(latents)
+        x_t = self.process.add_noise(latents, noise, t)
+        output = self.net(x_t, t, labels)
+        return self.process.training_loss(output, latents, noise, t, x_t)["loss"].mean()
+
+
 def paper_case(name: str, batch: int, device: torch.device) -> Case:
+    if name == "latte_s":  # Latte-S/2 on 16 x 4 x 32 x 32 latents (16 frames at 256 x 256)
+        batch = max(batch, 2)
+        latents = torch.randn(batch, 16, 4, 32, 32, device=device)
+        labels = torch.randint(0, 101, (batch,), device=device)
+        return Case(LatteTrainingStep(), (latents, labels), lambda loss: loss, batch)
     if name == "vivit_b_fe":  # ViViT-B/16x2, factorised encoder, 32 frames at 224 (K400 setting)
         d = dict(frames=32, image=224, patch=16, tubelet=2, dim=768, depth=12, temporal=4, heads=12)
         video = torch.randn(batch, 32, 3, 224, 224, device=device)

@@ -1,0 +1,252 @@
+"""Video diffusion: the Latte training step's MFU, DDIM vs DDPM sampling time, and the Latte
+spatial path against diffusers' DiT.
+
+- Training step: Latte-S/2 (class-conditional, learned variance, the hybrid loss) on VAE-sized
+  latents, through `benchmarks.training_step --case latte_s` (FLOPs counted, matmul peak MFU).
+- Sampling: the same tiny model sampled with DDIM over 50 steps and with DDPM over all 1000;
+  the ratio of wall times (the network call dominates both).
+- Spatial path vs `diffusers.DiTTransformer2DModel` at identical dims on the frames of a clip:
+  our patch embedding, adaLN-Zero blocks and output layer (what Latte runs within each frame)
+  against diffusers' DiT, same inputs, parameters within 1%.
+
+    python -m benchmarks --only diffusion
+    python -m benchmarks.diffusion --part dit --impl videogen     # one child, prints JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import nn
+
+from benchmarks.common import Table, count_flops, fmt, print_result, run_child, seconds_per_call
+from videogen.models.diffusion import GaussianDiffusion, Latte
+from videogen.models.layers import sincos_2d, unpatchify
+
+# DiT-S/2-like frames: 8 latent frames of 4 x 32 x 32 per clip, 12 blocks of width 384.
+DIT = dict(frames=8, channels=4, size=32, patch=2, depth=12, dim=384, heads=6, classes=101)
+
+
+class SpatialPath(nn.Module):
+    """Latte's within-frame computation as a DiT over frames (B*T, C, H, W): its patch
+    embedding, spatial blocks and conditioned output layer (the temporal blocks are left out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        d = DIT
+        latte = Latte(
+            1,
+            d["size"],
+            d["channels"],
+            d["patch"],
+            size=None,
+            embed_dim=d["dim"],
+            depth=2 * d["depth"],
+            num_heads=d["heads"],
+            num_classes=d["classes"],
+        )
+        self.latte = latte
+        self.spatial = nn.ModuleList(
+            block
+            for block, kind in zip(latte.blocks, latte.block_kinds, strict=True)
+            if kind == "spatial"
+        )
+
+    def used_parameters(self) -> int:
+        latte = self.latte
+        parts = [
+            latte.patch_embed,
+            latte.t_embedder,
+            latte.y_embedder,
+            self.spatial,
+            latte.final_layer,
+        ]
+        return sum(p.numel() for part in parts for p in part.parameters())
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        latte = self.latte
+        video = x.unsqueeze(1)  # each frame a one-frame clip
+        tokens = latte.patch_embed(video).flatten(1, 2)
+        rows = x.shape[-1] // DIT["patch"]
+        tokens = tokens + sincos_2d(rows, rows, tokens.shape[-1]).to(tokens).flatten(0, 1)
+        timestep, label = latte.condition(t, labels)
+        cond = timestep + label
+        for block in self.spatial:
+            tokens = block(tokens, cond=cond)
+        out = latte.final_layer(tokens, cond)
+        return unpatchify(out, latte.patch, (1, rows, rows))[:, 0]
+
+
+def diffusers_dit() -> nn.Module:
+    from diffusers import DiTTransformer2DModel
+
+    d = DIT
+    return DiTTransformer2DModel(
+        num_attention_heads=d["heads"],
+        attention_head_dim=d["dim"] // d["heads"],
+        in_channels=d["channels"],
+        out_channels=2 * d["channels"],
+        num_layers=d["depth"],
+        sample_size=d["size"],
+        patch_size=d["patch"],
+        num_embeds_ada_norm=d["classes"],
+    )
+
+
+def dit_child(impl: str, batch: int, steps: int) -> dict[str, float]:
+    """Training-step time, FLOPs and parameters of one side, on `batch` clips' frames."""
+    torch.manual_seed(0)
+    d = DIT
+    frames = batch * d["frames"]
+    x = torch.randn(frames, d["channels"], d["size"], d["size"])
+    t = torch.randint(0, 1000, (frames,))
+    labels = torch.randint(0, d["classes"], (frames,))
+    if impl == "videogen":
+        model = SpatialPath()
+        params = model.used_parameters()
+
+        def forward() -> torch.Tensor:
+            return model(x, t, labels)
+    else:
+        model = diffusers_dit()
+        params = sum(p.numel() for p in model.parameters())
+
+        def forward() -> torch.Tensor:
+            return model(x, timestep=t, class_labels=labels).sample
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step() -> None:
+        loss = forward().square().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    shape = tuple(forward().shape)
+    flops = count_flops(step)
+    seconds = seconds_per_call(step, torch.device("cpu"), warmup=1, repeats=steps)
+    return {"seconds": seconds, "flops": flops, "params": params, "shape": list(shape)}
+
+
+def sampling_child(steps: int) -> dict[str, float]:
+    """Wall time of sampling 2 clips of a tiny Latte with DDIM over 50 steps and DDPM over 1000."""
+    torch.manual_seed(0)
+    model = Latte(8, 16, 4, 2, size=None, embed_dim=64, depth=4, num_heads=4, num_classes=8).eval()
+    process = GaussianDiffusion(learn_sigma=True)
+    labels = torch.tensor([1, 2])
+    times = {}
+    for name, sampler, count in (("ddim50", "ddim", 50), ("ddpm1000", "ddpm", 1000)):
+        start = time.perf_counter()
+        with torch.no_grad():
+            process.sample(
+                model,
+                (2, 8, 4, 16, 16),
+                labels,
+                sampler=sampler,
+                steps=count,
+                null_label=model.null_label,
+                generator=torch.Generator().manual_seed(0),
+            )
+        times[name] = time.perf_counter() - start
+    return times
+
+
+def tables(device: str, threads: int, peak: float, quick: bool) -> list[Table]:
+    """The diffusion tables (CPU figures; the GPU script runs the training step on a GPU)."""
+    common = ["--threads", str(threads)]
+    steps = "2" if quick else "4"
+    train = run_child(
+        "benchmarks.training_step",
+        ["--case", "latte_s", "--device", device, "--warmup", "1", "--steps", steps, *common],
+    )
+    mfu = train["flops_per_s"] / peak
+    print(f"  Latte-S/2 training step: MFU {100 * mfu:.1f}%", flush=True)
+    training = Table(
+        "Latte training step (MFU)",
+        ["model", "params M", "GFLOP / step", "s / step", "MFU"],
+        [
+            [
+                "Latte-S/2, 101 classes, learned variance, batch 2 x 16 x 4 x 32 x 32 latents",
+                fmt(train["params_m"], 1),
+                fmt(train["flops_per_step"] / 1e9, 1),
+                fmt(train["seconds_per_step"], 3),
+                f"**{100 * mfu:.1f}%**",
+            ]
+        ],
+        f"Peak: a plain float32 matmul on this device, {peak / 1e12:.3f} TFLOP/s. The step is "
+        "forward, the hybrid loss (MSE + VLB), backward and AdamW.",
+    )
+    sampling = run_child("benchmarks.diffusion", ["--part", "sampling", *common])
+    ratio = sampling["ddpm1000"] / sampling["ddim50"]
+    print(f"  DDIM-50 vs DDPM-1000: {ratio:.1f}x", flush=True)
+    sample_table = Table(
+        "Sampling time: DDIM 50 steps vs DDPM 1000 steps",
+        ["model", "DDIM-50 s", "DDPM-1000 s", "speed-up"],
+        [
+            [
+                "tiny Latte (width 64, 4 blocks), 2 clips of 8 x 4 x 16 x 16",
+                fmt(sampling["ddim50"], 2),
+                fmt(sampling["ddpm1000"], 2),
+                f"**{ratio:.1f}x**",
+            ]
+        ],
+        "One run each, in one process.",
+    )
+    rounds = 1 if quick else 3
+    runs: dict[str, list[dict]] = {"videogen": [], "diffusers": []}
+    for index in range(rounds):
+        for impl in ["videogen", "diffusers"] if index % 2 == 0 else ["diffusers", "videogen"]:
+            runs[impl].append(
+                run_child("benchmarks.diffusion", ["--part", "dit", "--impl", impl, *common])
+            )
+    ours, theirs = (min(runs[i], key=lambda r: r["seconds"]) for i in ("videogen", "diffusers"))
+    speed = theirs["seconds"] / ours["seconds"]
+    print(f"  Latte spatial path vs diffusers DiT: {speed:.2f}x", flush=True)
+    dit_table = Table(
+        "Latte spatial path vs diffusers DiTTransformer2DModel (training step)",
+        [
+            "dims",
+            "ours s / step",
+            "diffusers s / step",
+            "speed ratio",
+            "params ours / diffusers",
+            "output shapes",
+        ],
+        [
+            [
+                f"12 blocks, width 384, 6 heads, patch 2, {DIT['frames']} frames of 4 x 32 x 32",
+                fmt(ours["seconds"], 3),
+                fmt(theirs["seconds"], 3),
+                f"**{speed:.2f}x**",
+                f"{ours['params'] / 1e6:.2f}M / {theirs['params'] / 1e6:.2f}M",
+                "equal"
+                if ours["shape"] == theirs["shape"]
+                else f"{ours['shape']} vs {theirs['shape']}",
+            ]
+        ],
+        f"Each side's fastest of {rounds} runs in fresh processes, alternating which goes first. "
+        "Speed ratio > 1: ours is faster.",
+    )
+    return [training, sample_table, dit_table]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["dit", "sampling"], required=True)
+    parser.add_argument("--impl", default="videogen", choices=["videogen", "diffusers"])
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.part == "dit":
+        print_result(dit_child(args.impl, args.batch, args.steps))
+    else:
+        print_result(sampling_child(args.steps))
+
+
+if __name__ == "__main__":
+    main()
