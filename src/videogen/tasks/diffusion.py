@@ -23,8 +23,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from videogen.errors import ConfigError
 from videogen.metrics.synthesis import FrechetDistance, frechet_distance, load_feature_network
 from videogen.models.build import is_restoring
-from videogen.models.diffusion import GaussianDiffusion, VideoDenoiser
-from videogen.models.diffusion.process import SAMPLERS, SPACINGS
+from videogen.models.diffusion import SAMPLERS, SPACINGS, GaussianDiffusion, VideoDenoiser
 from videogen.tasks.base import VideoTask
 from videogen.tasks.frozen_vae import FrozenVAE, vae_config_from_folder
 from videogen.tasks.judge import Judge

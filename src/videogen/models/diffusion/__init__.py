@@ -6,7 +6,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from videogen.models.diffusion.latte import Latte
-from videogen.models.diffusion.process import GaussianDiffusion
+from videogen.models.diffusion.process import SAMPLERS, SPACINGS, GaussianDiffusion
 from videogen.models.diffusion.uvit import UViT
 
 
@@ -29,4 +29,4 @@ class VideoDenoiser(Protocol):
     ) -> torch.Tensor: ...
 
 
-__all__ = ["GaussianDiffusion", "Latte", "UViT", "VideoDenoiser"]
+__all__ = ["SAMPLERS", "SPACINGS", "GaussianDiffusion", "Latte", "UViT", "VideoDenoiser"]
