@@ -247,3 +247,20 @@ def test_bad_sampler_settings_are_refused() -> None:
     with pytest.raises(ConfigError, match="out of range"):
         process.sample(toy_network(), SHAPE, steps=11)
     assert math.isfinite(float(process.betas.sum()))
+
+
+@pytest.mark.parametrize("sampler, steps", [("ddpm", 1000), ("ddpm", 50), ("ddim", 20)])
+def test_an_exact_denoiser_of_one_clip_samples_that_clip(sampler: str, steps: int) -> None:
+    """For data that is a single clip x*, the ideal noise prediction is
+    (x_t - sqrt(abar) x*) / sqrt(1 - abar): every sampler must end at x*."""
+    process = GaussianDiffusion()
+    target = torch.rand(SHAPE) * 2 - 1
+
+    def exact(x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        abar = process.broadcast(process.abar(t), x)
+        return (x - abar.sqrt() * target) / (1 - abar).sqrt()
+
+    sample = process.sample(
+        exact, SHAPE, sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(0)
+    )
+    torch.testing.assert_close(sample, target, rtol=0, atol=1e-3)
