@@ -30,6 +30,7 @@ from videogen.models.layers import (
     FactorisedSelfAttentionBlock,
     Grid,
     TubeletEmbedding,
+    check_patch_grid,
     init_weights,
     run_blocks,
 )
@@ -82,20 +83,9 @@ class ViViT(nn.Module):
                 f"got {list(tubelet_size)}."
             )
         t, h, w = (int(s) for s in tubelet_size)
-        misfits = [
-            f"data.{key}={size} is not a multiple of {step}"
-            for key, size, step in (
-                ("num_frames", num_frames, t),
-                ("height", height, h),
-                ("width", width, w),
-            )
-            if size % step
-        ]
-        if misfits:
-            raise ConfigError(
-                f"clips do not divide into tubelets of model.net.tubelet_size=[{t}, {h}, {w}] "
-                f"({', '.join(misfits)}): change those data sizes or model.net.tubelet_size."
-            )
+        check_patch_grid(
+            num_frames, height, width, (t, h, w), f"model.net.tubelet_size=[{t}, {h}, {w}]"
+        )
         self.variant = variant
         self.num_classes = num_classes
         self.embed_dim = embed_dim

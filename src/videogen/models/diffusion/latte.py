@@ -37,6 +37,7 @@ from videogen.models.layers import (
     LabelEmbedding,
     TimestepEmbedding,
     TubeletEmbedding,
+    check_patch_grid,
     init_weights,
     run_blocks,
     sincos_1d,
@@ -53,6 +54,30 @@ SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 
 
 def pair(size: int | Sequence[int]) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def named_dims(
+    table: dict[str, tuple[int, int, int]],
+    size: str | None,
+    depth: int | None,
+    embed_dim: int | None,
+    num_heads: int | None,
+) -> tuple[int, int, int]:
+    """(depth, width, heads) of the named `size` in `table`, each replaced by an explicit value
+    given; with no size, all three must be given."""
+    if size is not None and size not in table:
+        raise ConfigError(f"model.net.size={size!r} is not one of {', '.join(table)}.")
+    named = table[size] if size is not None else (None, None, None)
+    dims = [
+        given if given is not None else default
+        for given, default in zip((depth, embed_dim, num_heads), named, strict=True)
+    ]
+    if None in dims:
+        raise ConfigError(
+            "model.net.size is null, so give model.net.depth, embed_dim and num_heads "
+            f"(or a size: {', '.join(table)})."
+        )
+    return int(dims[0]), int(dims[1]), int(dims[2])
 
 
 class Latte(nn.Module):
@@ -80,7 +105,7 @@ class Latte(nn.Module):
         grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
-        depth, embed_dim, num_heads = self.dims(size, depth, embed_dim, num_heads)
+        depth, embed_dim, num_heads = named_dims(SIZES, size, depth, embed_dim, num_heads)
         for key, value, choices in (
             ("variant", variant, VARIANTS),
             ("conditioning", conditioning, CONDITIONINGS),
@@ -99,21 +124,13 @@ class Latte(nn.Module):
                 "(its heads mix space and time in one attention): use sincos."
             )
         height, width = pair(img_size)
-        misfits = [
-            f"{name} {value} is not a multiple of {step}"
-            for name, value, step in (
-                ("the frame count", num_frames, tubelet_frames),
-                ("the height", height, patch_size),
-                ("the width", width, patch_size),
-            )
-            if value % step
-        ]
-        if misfits:
-            raise ConfigError(
-                f"clips do not divide into {tubelet_frames}x{patch_size}x{patch_size} patches "
-                f"({', '.join(misfits)}): change data.num_frames / data.height / data.width or "
-                "model.net.patch_size / tubelet_frames."
-            )
+        check_patch_grid(
+            num_frames,
+            height,
+            width,
+            (tubelet_frames, patch_size, patch_size),
+            "model.net.tubelet_frames / patch_size",
+        )
         self.num_frames = num_frames
         self.img_size = (height, width)
         self.in_channels = in_channels
@@ -168,26 +185,6 @@ class Latte(nn.Module):
                 nn.LayerNorm(embed_dim, eps=1e-6), nn.Linear(embed_dim, out_dim)
             )
         self.init_weights()
-
-    @staticmethod
-    def dims(
-        size: str | None, depth: int | None, embed_dim: int | None, num_heads: int | None
-    ) -> tuple[int, int, int]:
-        """(depth, width, heads) of a named size, any of them replaced by an explicit value."""
-        if size is None:
-            if None in (depth, embed_dim, num_heads):
-                raise ConfigError(
-                    "model.net.size is null, so give model.net.depth, embed_dim and num_heads "
-                    f"(or a size: {', '.join(SIZES)})."
-                )
-            return int(depth), int(embed_dim), int(num_heads)
-        if size not in SIZES:
-            raise ConfigError(f"model.net.size={size!r} is not one of {', '.join(SIZES)}.")
-        named = SIZES[size]
-        return tuple(  # type: ignore[return-value]
-            int(given) if given is not None else default
-            for given, default in zip((depth, embed_dim, num_heads), named, strict=True)
-        )
 
     def init_weights(self) -> None:
         """DiT's initialisation (models/layers/init.py `dit`); the token-conditioned output

@@ -17,10 +17,12 @@ from einops import rearrange
 from torch import nn
 
 from videogen.errors import ConfigError
+from videogen.models.diffusion.latte import named_dims, pair
 from videogen.models.layers import (
     Block,
     LabelEmbedding,
     TubeletEmbedding,
+    check_patch_grid,
     init_weights,
     run_blocks,
     timestep_features,
@@ -58,28 +60,16 @@ class UViT(nn.Module):
         grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
-        if size is not None and size not in SIZES:
-            raise ConfigError(f"model.net.size={size!r} is not one of {', '.join(SIZES)}.")
-        named = SIZES[size] if size is not None else (None, None, None)
-        depth, embed_dim, num_heads = (
-            given if given is not None else default
-            for given, default in zip((depth, embed_dim, num_heads), named, strict=True)
-        )
-        if None in (depth, embed_dim, num_heads):
-            raise ConfigError(
-                "model.net.size is null, so give model.net.depth, embed_dim and num_heads."
-            )
+        depth, embed_dim, num_heads = named_dims(SIZES, size, depth, embed_dim, num_heads)
         if depth % 2 == 0:
             raise ConfigError(
                 f"model.net.depth={depth} is even: U-ViT has depth // 2 in blocks, one middle "
                 "block and as many out blocks, so give an odd depth."
             )
-        height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-        if height % patch_size or width % patch_size:
-            raise ConfigError(
-                f"frames of {height}x{width} do not divide into {patch_size}x{patch_size} "
-                "patches: change data.height / data.width or model.net.patch_size."
-            )
+        height, width = pair(img_size)
+        check_patch_grid(
+            num_frames, height, width, (1, patch_size, patch_size), "model.net.patch_size"
+        )
         self.num_frames = num_frames
         self.img_size = (height, width)
         self.in_channels = in_channels

@@ -10,6 +10,30 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from videogen.errors import ConfigError
+
+
+def check_patch_grid(
+    num_frames: int, height: int, width: int, patch: Sequence[int], patch_key: str
+) -> None:
+    """Refuse clips that do not divide into (t, h, w) patches, naming the data keys that do not
+    fit and `patch_key`, the model setting of the patch size."""
+    t, h, w = (int(s) for s in patch)
+    misfits = [
+        f"data.{key}={size} is not a multiple of {step}"
+        for key, size, step in (
+            ("num_frames", num_frames, t),
+            ("height", height, h),
+            ("width", width, w),
+        )
+        if size % step
+    ]
+    if misfits:
+        raise ConfigError(
+            f"clips do not divide into {t}x{h}x{w} patches ({patch_key}) "
+            f"({', '.join(misfits)}): change those data sizes or the patch size."
+        )
+
 
 class PatchEmbedding(nn.Module):
     """Non-overlapping p x p patches of images (N, C, H, W) -> tokens (N, H/p * W/p, D)."""
