@@ -321,6 +321,34 @@ def test_synthesis_shows_labels_output_and_truth() -> None:
     assert all(is_red(output[t, 0, 16]) for t in range(2))  # every frame is generated
 
 
+def test_diffusion_shows_real_clips_beside_clips_sampled_for_their_labels() -> None:
+    from videogen.tasks.diffusion import DiffusionTask
+
+    torch.manual_seed(0)
+    net = {
+        "_target_": "videogen.models.diffusion.Latte",
+        "num_frames": 2,
+        "img_size": [32, 32],
+        "in_channels": 3,
+        "patch_size": 8,
+        "size": None,
+        "embed_dim": 16,
+        "depth": 2,
+        "num_heads": 2,
+        "num_classes": 8,
+    }
+    task = DiffusionTask(net=net, diffusion={"num_steps": 10}, sample_steps=3)
+    batch = synthetic_batch(frames=2, batch=2)
+    samples = render(task, batch)
+    assert "real | generated" in samples[0].caption
+    frames = samples[0].frames
+    assert frames.shape == (2, 32, 2 * 32 + GAP, 3)
+    np.testing.assert_array_equal(frames[:, :, :32], as_frames(batch["video"][0]))
+    generated = frames[:, :, 32 + GAP :]
+    assert not np.array_equal(generated, frames[:, :, :32])
+    assert all(is_red(generated[t, 0, 16]) for t in range(2))  # every frame is generated
+
+
 # --------------------------------------------------------------------------- wandb
 
 

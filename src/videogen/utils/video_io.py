@@ -15,7 +15,7 @@ import torch.nn.functional as F
 GAP = 2  # white pixels between panels
 BORDER = 2  # red pixels around generated frames
 RED = torch.tensor([1.0, 0.1, 0.1]).view(3, 1, 1)
-INPUT_PANELS = ("truth", "labels", "clip")  # panels shown as given, never marked as generated
+INPUT_PANELS = ("truth", "labels", "clip", "real")  # shown as given, never marked as generated
 
 
 def to_rgb(video: torch.Tensor) -> torch.Tensor:
