@@ -73,7 +73,11 @@ def tiny_dataset_overrides(experiment: str, tmp_path: Path) -> list[str]:
     """Overrides that run a paper preset on a tiny dataset of its real layout, on the CPU."""
     from tests.test_video_data import write_kinetics, write_ssv2
 
-    if experiment in ("vit_synthetic", "vptr_synthetic_ae") or experiment.startswith("vid2vid"):
+    if experiment in (
+        "vit_synthetic",
+        "vptr_synthetic_ae",
+        "latte_synthetic",
+    ) or experiment.startswith("vid2vid"):
         return TINY_DATA
     root = tmp_path / "data"
     if experiment.endswith("k400"):
