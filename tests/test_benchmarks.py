@@ -81,3 +81,18 @@ def test_profile_reader_returns_the_leading_operators(tmp_path: Path) -> None:
     assert len(ops) == 2
     assert all(name.startswith(("aten::", "autograd::")) for name, _ in ops)
     assert all(share.endswith("%") for _, share in ops)
+
+
+def test_the_latte_spatial_path_has_diffusers_dit_dims() -> None:
+    """Same output shapes, and the same parameters but for diffusers' per-block copies of the
+    timestep and label embeddings (its DiT blocks each embed t and y again; DiT shares one)."""
+    from benchmarks.diffusion import DIT, SpatialPath, diffusers_dit
+
+    ours, theirs = SpatialPath(), diffusers_dit()
+    per_block = sum(p.numel() for name, p in theirs.named_parameters() if ".norm1.emb." in name)
+    theirs_shared = sum(p.numel() for p in theirs.parameters()) - per_block
+    assert ours.used_parameters() == pytest.approx(theirs_shared, rel=0.01)
+    x = torch.randn(2, DIT["channels"], DIT["size"], DIT["size"])
+    t, labels = torch.tensor([1, 500]), torch.tensor([0, 7])
+    with torch.no_grad():
+        assert ours(x, t, labels).shape == theirs(x, timestep=t, class_labels=labels).sample.shape
