@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from tests.conftest import FAST_RUN, assert_ok, assert_one_sentence_error, run_cli
+from videogen.errors import ConfigError
 from videogen.tasks.base import read_checkpoint
 from videogen.tasks.diffusion import DiffusionTask
+from videogen.tasks.judge import Judge
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_cli_run")
 
@@ -103,11 +105,8 @@ def test_generate_writes_clips_of_the_asked_classes_and_a_grid(
         "clip_002_class0.gif",
         "grid.gif",
     ]
-    again = tmp_path / "again"
-    args = [a if not a.startswith("output_dir") else f"output_dir={again}" for a in args]
-    assert_ok(run_cli("videogen.generate", *args, cwd=tmp_path))
-    for name in names:  # the same seed, the same clips
-        assert (out / name).read_bytes() == (again / name).read_bytes()
+    grid = (out / "grid.gif").stat().st_size
+    assert grid > max((out / name).stat().st_size for name in names[:-1])  # all clips in one
 
 
 def test_generate_refuses_a_class_the_model_does_not_have(latte_run: Path, tmp_path: Path) -> None:
@@ -141,20 +140,12 @@ def test_evaluate_judges_generated_clips_with_a_classifier(
     assert metrics["test/generated_clips"] == 16  # 2 per class, 8 classes
 
 
-def test_a_judge_of_another_clip_size_is_refused(latte_run: Path, tmp_path: Path) -> None:
-    judge = tmp_path / "judge"
-    assert_ok(
-        run_cli("videogen", *FAST_RUN, "data.num_frames=4", f"hydra.run.dir={judge}", cwd=tmp_path)
-    )
-    result = run_cli(
-        "videogen.evaluate",
-        f"ckpt_path={latte_run / 'checkpoints' / 'last.ckpt'}",
-        f"model.judge_ckpt={judge / 'checkpoints' / 'best.ckpt'}",
-        *QUICK_SAMPLING,
-        f"hydra.run.dir={tmp_path / 'eval'}",
-        cwd=tmp_path,
-    )
-    assert_one_sentence_error(result, "4 frames", "8 frames")
+def test_a_judge_of_another_clip_size_is_refused(judge_run: Path) -> None:
+    judge = Judge(judge_run / "checkpoints" / "best.ckpt")  # trained on 8 frames of 32x32
+    with pytest.raises(ConfigError, match="clips of 8 frames at 32x32, but this model makes 4"):
+        judge(torch.rand(2, 4, 3, 32, 32))
+    logits, features = judge(torch.rand(2, 8, 3, 32, 32))
+    assert logits.shape == (2, 8) and features.shape[0] == 2
 
 
 def write_tiny_vae(folder: Path) -> None:

@@ -40,5 +40,5 @@ def test_quickstart_notebook_executes(tmp_path: Path, monkeypatch) -> None:
 def test_generation_notebook_executes(tmp_path: Path, monkeypatch) -> None:
     outputs, text = executed_outputs("generation.ipynb", tmp_path, monkeypatch)
     assert "test/loss" in text
-    assert "DDPM 100 (4, 8, 3, 32, 32)" in text and "DDIM 20 (4, 8, 3, 32, 32)" in text
+    assert "DDPM 50 (4, 8, 3, 32, 32)" in text and "DDIM 10 (4, 8, 3, 32, 32)" in text
     assert any("image/png" in o.get("data", {}) for o in outputs), "the clips figure is shown"
