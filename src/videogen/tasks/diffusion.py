@@ -32,6 +32,11 @@ from videogen.tasks.protocols import ExampleVideos, GeneratesFromNoise, Panels, 
 log = logging.getLogger(__name__)
 
 
+def signed_to_unit(video: torch.Tensor) -> torch.Tensor:
+    """Video in [-1, 1] (the task's pixel range, a VAE's output) -> float in [0, 1]."""
+    return ((video.float() + 1) / 2).clamp(0, 1)
+
+
 class DiffusionTask(ExampleVideos, GeneratesFromNoise, VideoTask):
     """Train `net(x_t, t, labels)` to denoise video (or its VAE latents); sample clips from it.
 
@@ -129,8 +134,7 @@ class DiffusionTask(ExampleVideos, GeneratesFromNoise, VideoTask):
 
     def to_unit_video(self, x: torch.Tensor) -> torch.Tensor:
         """A sample in the model's space -> video in [0, 1]."""
-        video = x if self.vae is None else self.vae.decode(x)
-        return ((video.float() + 1) / 2).clamp(0, 1)
+        return signed_to_unit(x if self.vae is None else self.vae.decode(x))
 
     def sample_shape(self, count: int) -> tuple[int, ...]:
         height, width = self.net.img_size
@@ -269,7 +273,7 @@ class DiffusionTask(ExampleVideos, GeneratesFromNoise, VideoTask):
 
     def generation_panels(self, batch: dict[str, torch.Tensor]) -> Panels:
         """Real clips of the batch beside clips sampled for their labels (fixed seed)."""
-        real = ((self.batch_video(batch).float() + 1) / 2).clamp(0, 1)
+        real = signed_to_unit(self.batch_video(batch))
         labels = self.labels_of(batch)
         generator = torch.Generator().manual_seed(self.sample_seed)
         generated = self.sample_clips(labels, real.shape[0], generator=generator)
@@ -293,7 +297,7 @@ class DiffusionTask(ExampleVideos, GeneratesFromNoise, VideoTask):
         self.evaluation_loss(batch, batch_idx, "test")
         if "video" not in batch:
             return
-        real = ((self.batch_video(batch).float() + 1) / 2).clamp(0, 1)
+        real = signed_to_unit(self.batch_video(batch))
         if self.judge is not None:
             self.real_features.append(self.judge(real)[1].cpu())
         if self.fvd is not None:

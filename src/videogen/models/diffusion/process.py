@@ -180,6 +180,12 @@ class GaussianDiffusion:
         self.betas = make_betas(schedule, self.num_steps, beta_start, beta_end)
         # float64 on the CPU; `coefficient` gathers and casts per call.
         self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
+        # alpha_bar with 1.0 in front for "t = -1", per device.
+        self.padded_abar = {
+            torch.device("cpu"): torch.cat(
+                [torch.ones(1, dtype=torch.float64), self.alphas_cumprod]
+            )
+        }
         # The posterior variance of the step 1 -> 0, the floor of every log variance.
         self.last_variance = (
             self.betas[1] * (1 - self.alphas_cumprod[0]) / (1 - self.alphas_cumprod[1])
@@ -188,9 +194,13 @@ class GaussianDiffusion:
     # -- the forward process ------------------------------------------------------------------
 
     def abar(self, t: torch.Tensor) -> torch.Tensor:
-        """alpha_bar at integer timesteps t (B,), any t < 0 meaning "no noise" (1.0); float64."""
-        padded = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod])
-        return padded[t.cpu().long().clamp_min(-1) + 1]
+        """alpha_bar at integer timesteps t (B,), any t < 0 meaning "no noise" (1.0); float64,
+        on t's device (the table is copied there once, so no step waits on a host copy)."""
+        table = self.padded_abar.get(t.device)
+        if table is None:
+            table = self.padded_abar[torch.device("cpu")].to(t.device)
+            self.padded_abar[t.device] = table
+        return table[t.long().clamp_min(-1) + 1]
 
     @staticmethod
     def broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -339,10 +349,11 @@ class GaussianDiffusion:
     def sample_timesteps(
         self, batch: int, device: torch.device, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Uniform training timesteps (B,) in [0, T)."""
-        return torch.randint(0, self.num_steps, (batch,), device="cpu", generator=generator).to(
-            device
-        )
+        """Uniform training timesteps (B,) in [0, T): drawn on `device`, or from a (CPU)
+        `generator` when one is given (fixed draws for evaluation)."""
+        if generator is None:
+            return torch.randint(0, self.num_steps, (batch,), device=device)
+        return torch.randint(0, self.num_steps, (batch,), generator=generator).to(device)
 
     def training_loss(
         self,
