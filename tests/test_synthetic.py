@@ -53,6 +53,16 @@ def test_background_is_textured_and_static() -> None:
     assert pixels[0].std() > 5, "background must be textured, not flat"
 
 
+def test_a_plain_background_is_one_colour_and_keeps_the_moving_shape() -> None:
+    textured, plain = make_dataset()[0], make_dataset(background="plain")[0]
+    background = plain["instance"] == 0
+    pixels = plain["video"].permute(1, 0, 2, 3)[:, background]  # C, N: every background pixel
+    assert (pixels == pixels[:, :1]).all(), "a plain background has one colour"
+    # The same draws otherwise: the label and where the shapes are do not change.
+    assert int(plain["label"]) == int(textured["label"])
+    assert torch.equal(plain["instance"], textured["instance"])
+
+
 @pytest.mark.parametrize("num_frames", [4, 8, 16])
 def test_label_is_the_direction_of_the_main_object(num_frames: int) -> None:
     dataset = make_dataset(size=80, num_frames=num_frames, height=48, width=48)
@@ -145,6 +155,7 @@ def test_a_trainer_delivers_video_in_the_range_its_task_declares(pixel_range, ex
         ({"train_size": -1}, "data.train_size"),
         ({"min_objects": 3, "max_objects": 1}, "data.min_objects"),
         ({"num_classes": 5}, "data.num_classes"),
+        ({"background": "noise"}, "data.background"),
         ({"mean": [0.5]}, "data.mean"),
     ],
 )

@@ -22,6 +22,9 @@ SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 # Semantic classes of the segmentation maps: 0 is the background.
 SHAPE_CLASSES = {"circle": 1, "square": 2, "triangle": 3}
 NUM_DIRECTIONS = 8
+# "texture": sinusoids and pixel noise (a classifier must find the shape in clutter);
+# "plain": one colour per clip (a small generative model spends no capacity on texture).
+BACKGROUNDS = ("texture", "plain")
 
 
 class SyntheticVideoDataset(Dataset):
@@ -29,7 +32,7 @@ class SyntheticVideoDataset(Dataset):
 
     Item keys: `video` uint8 (T, C, H, W), `label` (direction of the main object, 0..7 counter-
     clockwise from "right"), `segmentation` and `instance` int64 (T, H, W), `video_index`,
-    `view_index`.
+    `view_index`. `background`: "texture" or "plain" (BACKGROUNDS).
     """
 
     def __init__(
@@ -46,8 +49,10 @@ class SyntheticVideoDataset(Dataset):
         split: str = "train",
         views: int = 1,
         view_stride: int | None = None,
+        background: str = "texture",
     ) -> None:
         self.size = size
+        self.background_kind = background
         self.num_frames = num_frames
         # Multi-view testing: `views` overlapping temporal clips of one longer rendered video.
         self.views = views
@@ -91,8 +96,11 @@ class SyntheticVideoDataset(Dataset):
         return self.last_render[1]
 
     def background(self, rng: np.random.Generator) -> np.ndarray:
-        """A static texture of a few random sinusoids per channel, float (H, W, C) in [0, 255]."""
+        """A static texture of a few random sinusoids per channel, float (H, W, C) in [0, 255];
+        a plain background is each channel's base colour (the same random draws are made, so the
+        shapes and labels do not depend on the background kind)."""
         texture = np.zeros((self.height, self.width, self.channels), np.float32)
+        base = np.zeros(self.channels, np.float32)
         for c in range(self.channels):
             freq = rng.uniform(0.1, 0.6, size=(3, 2)).astype(np.float32)
             phase = rng.uniform(0, 2 * np.pi, size=3).astype(np.float32)
@@ -100,8 +108,11 @@ class SyntheticVideoDataset(Dataset):
                 np.sin(fy * self.ys + fx * self.xs + p)
                 for (fy, fx), p in zip(freq, phase, strict=True)
             )
-            texture[..., c] = rng.uniform(60, 140) + 25 * waves
+            base[c] = rng.uniform(60, 140)
+            texture[..., c] = base[c] + 25 * waves
         texture += rng.normal(0, 8, size=texture.shape).astype(np.float32)
+        if self.background_kind == "plain":
+            texture[:] = base
         return texture
 
     def shape_mask(self, kind: str, cy: np.ndarray, cx: np.ndarray, radius: float) -> np.ndarray:
@@ -213,6 +224,7 @@ class SyntheticVideoDataModule(VideoDataModule):
         test_size: int = 512,
         seed: int = 0,
         test_views: int = 1,
+        background: str = "texture",
         num_segmentation_classes: int = len(SHAPE_CLASSES) + 1,
         **loader_options: Any,
     ) -> None:
@@ -236,6 +248,10 @@ class SyntheticVideoDataModule(VideoDataModule):
         require_range("data.min_objects/data.max_objects", min_objects, max_objects)
         if speed <= 0:
             raise ConfigError(f"data.speed must be positive, got {speed}.")
+        if background not in BACKGROUNDS:
+            raise ConfigError(
+                f"data.background={background!r} is not one of {', '.join(BACKGROUNDS)}."
+            )
         self.sizes = {
             "train": require_positive_int("data.train_size", train_size),
             "val": require_positive_int("data.val_size", val_size),
@@ -251,6 +267,7 @@ class SyntheticVideoDataModule(VideoDataModule):
             max_objects=max_objects,
             speed=speed,
             seed=seed,
+            background=background,
         )
 
     def make_dataset(self, split: str) -> SyntheticVideoDataset:
