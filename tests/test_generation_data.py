@@ -359,6 +359,11 @@ def test_unlabelled_folders_refuse_a_task_that_reads_labels(tmp_path: Path) -> N
     dm.trainer = SimpleNamespace(lightning_module=SimpleNamespace(requires={"video", "label"}))
     with pytest.raises(ConfigError, match=r"needs the batch keys \['label'\].*class_folders=true"):
         dm.setup("fit")
+    # The classifier configs take data.num_classes (0 here): refused before anything is built.
+    from videogen.tasks.classification import ClassificationTask
+
+    with pytest.raises(ConfigError, match=r"at least 2 classes, got model\.net\.num_classes=0"):
+        ClassificationTask(net={"_target_": "videogen.models.vit.FrameViT", "num_classes": 0})
 
 
 # --- a tiny Latte trains on each layout through the CLI ----------------------------------------
