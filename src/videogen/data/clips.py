@@ -1,6 +1,8 @@
-"""Clip datasets over video files, shared by the file-based datamodules (Kinetics, SSv2).
+"""Clip datasets over video files, shared by the file-based datamodules (Kinetics, SSv2, UCF-101,
+video folders).
 
-A dataset is a list of `VideoSample(path, label)`. Each item decodes one clip (random in
+A dataset is a list of `VideoSample(path, label)`; a sample of unlabelled data has `NO_LABEL`
+and its items carry no `label`. Each item decodes one clip (random in
 training, centre in validation, `test_clips x test_crops` views in test), transforms it as a
 whole and returns uint8 video. An unreadable video never breaks an epoch: the item comes back
 as a marker, the collate function drops it from the batch (nothing else in the batch is lost),
@@ -34,11 +36,13 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 BAD_KEY = "bad_video"
+NO_LABEL = -1
+TRAIN_CROPS = ("random", "centre")
 
 
 @dataclass(frozen=True)
 class VideoSample:
-    """One video of a dataset index: its path and class index."""
+    """One video of a dataset index: its path and class index (`NO_LABEL` if it has none)."""
 
     path: str
     label: int
@@ -51,6 +55,7 @@ class ClipOptions:
     num_frames: int
     crop_size: int
     short_side: int
+    train_crop: str = "random"
     frame_stride: int = 2
     target_fps: float | None = None
     short_video: str = "loop"
@@ -83,12 +88,14 @@ class VideoClipDataset(Dataset):
             clip = self.load(sample.path, view)
         except VideoDecodeError as error:
             return {BAD_KEY: sample.path, "reason": error.reason}
-        return {
+        item = {
             "video": clip["video"],
-            "label": torch.tensor(sample.label, dtype=torch.int64),
             "video_index": torch.tensor(video_index, dtype=torch.int64),
             "view_index": torch.tensor(view, dtype=torch.int64),
         }
+        if sample.label != NO_LABEL:
+            item["label"] = torch.tensor(sample.label, dtype=torch.int64)
+        return item
 
     def frame_indices(
         self, num_video_frames: int, fps: float, view: int, rng: np.random.Generator | None
@@ -111,9 +118,13 @@ class VideoClipDataset(Dataset):
                 int(torch.randint(0, 2**31 - 1, (1,)))
             )  # seeded per worker by Lightning
             clip = {"video": self.decode(path, view, rng)}
-            clip = transforms.scale_jitter_crop(
-                clip, o.crop_size, rng, o.short_side, o.scale_jitter
-            )
+            if o.train_crop == "centre":  # generation: the framing that FVD's real clips have
+                clip = transforms.resize_short_side(clip, o.short_side)
+                clip = transforms.centre_crop(clip, o.crop_size, o.crop_size)
+            else:
+                clip = transforms.scale_jitter_crop(
+                    clip, o.crop_size, rng, o.short_side, o.scale_jitter
+                )
             if o.flip:
                 clip = transforms.horizontal_flip(clip, rng)
             clip = transforms.colour_jitter(clip, rng, *o.colour_jitter)
@@ -169,6 +180,7 @@ class VideoFileDataModule(VideoDataModule):
         width: int = 224,
         channels: int = 3,
         short_side: int = 256,
+        train_crop: str = "random",
         frame_stride: int = 2,
         target_fps: float | None = None,
         short_video: str = "loop",
@@ -202,6 +214,8 @@ class VideoFileDataModule(VideoDataModule):
             raise ConfigError(
                 f"data.height and data.width must be equal (square crops), got {height}x{width}."
             )
+        if train_crop not in TRAIN_CROPS:
+            raise ConfigError(f"data.train_crop must be one of {TRAIN_CROPS}, got {train_crop!r}.")
         if short_video not in sampling.SHORT_VIDEO_MODES:
             raise ConfigError(
                 f"data.short_video must be one of {sampling.SHORT_VIDEO_MODES}, got {short_video!r}."
@@ -214,6 +228,7 @@ class VideoFileDataModule(VideoDataModule):
             num_frames=num_frames,
             crop_size=height,
             short_side=require_positive_int("data.short_side", short_side),
+            train_crop=train_crop,
             frame_stride=require_positive_int("data.frame_stride", frame_stride),
             target_fps=target_fps,
             short_video=short_video,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +19,23 @@ import numpy as np
 from videogen.errors import VideogenError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 log = logging.getLogger(__name__)
+LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+
+
+def frame_order(path: Path) -> tuple[int, int, str]:
+    """Sort key of a frame file: the last number in its name, numerically (frame 10 after 9 even
+    without zero padding, `sky_frames_00000046.jpg` by 46), then the name; unnumbered files last."""
+    match = LAST_NUMBER.search(path.stem)
+    return (0, int(match.group(1)), path.name) if match else (1, 0, path.name)
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """The frame images (PNG/JPG) of a folder, in frame order."""
+    return sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=frame_order
+    )
 
 
 class VideoDecodeError(VideogenError):
@@ -145,12 +162,13 @@ class PyAVReader(VideoReader):
 
 
 class FrameFolderReader(VideoReader):
-    """A folder of frame images (PNG/JPG), sorted by file name, read as a video."""
+    """A folder of frame images (PNG/JPG), in the order of the last number in their names, read
+    as a video."""
 
     def __init__(self, path: str, short_side: int | None = None, fps: float = 30.0) -> None:
         self.path = path
         self.short_side = short_side
-        self.files = sorted(p for p in Path(path).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.files = frame_files(Path(path))
         if not self.files:
             raise VideoDecodeError(path, "the folder holds no PNG/JPG frames")
         self.num_frames = len(self.files)

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from videogen.data.clips import VideoFileDataModule, VideoSample
+from videogen.data.decode import VIDEO_SUFFIXES
 from videogen.errors import ConfigError
 
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 LAYOUT_HELP = (
     "expected {root}/annotations/{train,validate}.csv with videos in {root}/{train,val}/[<class>/]"
     "<youtube_id>_<start:06d>_<end:06d>.mp4, or list files {root}/{train,val}_list.txt ('path label'), "

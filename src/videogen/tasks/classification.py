@@ -81,6 +81,14 @@ class ClassificationTask(VideoTask, LabelledClips):
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
     ) -> None:
+        # Checked before the network is built: unlabelled data (num_classes 0) would otherwise
+        # surface as torchmetrics' ValueError about its own argument.
+        if int(net.get("num_classes", 0)) < 2:
+            raise ConfigError(
+                f"a classifier needs at least 2 classes, got model.net.num_classes="
+                f"{net.get('num_classes', 0)} (from data.num_classes): use labelled data, e.g. "
+                "data.class_folders=true with data.num_classes=<number of class folders>."
+            )
         super().__init__(net, optimizer, lr_scheduler)
         self.save_hyperparameters(logger=False)
         self.label_smoothing = label_smoothing
