@@ -330,7 +330,11 @@ class DiffusionTask(ExampleVideos, GeneratesFromNoise, VideoTask):
         for chunk in indices.split(self.sample_batch_size):
             generator = torch.Generator().manual_seed(self.sample_seed * 100003 + int(chunk[0]))
             chunk_labels = None if labels is None else labels[chunk]
-            clips = self.sample_clips(chunk_labels, chunk.numel(), options, generator)
+            # At the trainer's precision, like the test steps (bf16 autocast halves the
+            # sampling time on a CPU with bf16 matmuls).
+            with self.trainer.precision_plugin.forward_context():
+                clips = self.sample_clips(chunk_labels, chunk.numel(), options, generator)
+            clips = clips.float()
             if self.judge is not None:
                 chunk_logits, chunk_features = self.judge(clips)
                 logits.append(chunk_logits.cpu())
