@@ -8,6 +8,9 @@ spatial path against diffusers' DiT.
 - Spatial path vs `diffusers.DiTTransformer2DModel` at identical dims on the frames of a clip:
   our patch embedding, adaLN-Zero blocks and output layer (what Latte runs within each frame)
   against diffusers' DiT, same inputs, parameters within 1%.
+- Latent cache: training steps/s of Latte-S/2 on 16 frames of 128x128 when each step encodes
+  the clip with an SD-sized VAE (random weights) against drawing it from cached moments
+  (`data.latents`); reading the data is left out of both (the VAE is what the cache removes).
 
     python -m benchmarks --only diffusion
     python -m benchmarks.diffusion --part dit --impl videogen     # one child, prints JSON
@@ -153,6 +156,74 @@ def sampling_child(steps: int) -> dict[str, float]:
     return times
 
 
+# Stable Diffusion's VAE architecture (sd-vae-ft-ema's config.json), random weights.
+SD_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=["DownEncoderBlock2D"] * 4,
+    up_block_types=["UpDecoderBlock2D"] * 4,
+    block_out_channels=[128, 256, 512, 512],
+    layers_per_block=2,
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=256,
+    scaling_factor=0.18215,
+)
+
+
+def cache_child(source: str, steps: int) -> dict[str, float]:
+    """Seconds per Latte-S/2 training step on one clip of 16 x 128 x 128, its latents from the
+    VAE encoder (`videos`) or drawn from moments computed beforehand (`cache`)."""
+    from videogen.tasks.frozen_vae import FrozenVAE
+
+    torch.manual_seed(0)
+    vae = FrozenVAE(SD_VAE, chunk_size=16)
+    net = Latte(16, 16, 4, 2, size="S", num_classes=101, learn_sigma=True)
+    process = GaussianDiffusion(learn_sigma=True, channel_dim=2)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    video = torch.rand(1, 16, 3, 128, 128) * 2 - 1
+    moments = vae.moments(video)
+    labels = torch.tensor([3])
+
+    def step() -> None:
+        x0 = vae.encode(video) if source == "videos" else vae.sample(moments)
+        t = process.sample_timesteps(1, x0.device)
+        noise = torch.randn_like(x0)
+        x_t = process.add_noise(x0, noise, t)
+        loss = process.training_loss(net(x_t, t, labels), x0, noise, t, x_t)["loss"].mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return {"seconds": seconds_per_call(step, torch.device("cpu"), warmup=1, repeats=steps)}
+
+
+def cache_table(common: list[str], quick: bool) -> Table:
+    steps = "2" if quick else "3"
+    seconds = {
+        source: run_child(
+            "benchmarks.diffusion",
+            ["--part", "cache", "--source", source, "--steps", steps, *common],
+        )["seconds"]
+        for source in ("cache", "videos")
+    }
+    ratio = seconds["videos"] / seconds["cache"]
+    print(f"  latent cache vs VAE per step: {ratio:.1f}x", flush=True)
+    return Table(
+        "Latent cache: training steps from cached moments vs encoding with the VAE each step",
+        ["case", "from videos s / step", "from the cache s / step", "speed-up"],
+        [
+            [
+                "Latte-S/2, 1 clip of 16 x 128 x 128, SD-sized VAE (random weights)",
+                fmt(seconds["videos"], 2),
+                fmt(seconds["cache"], 2),
+                f"**{ratio:.1f}x**",
+            ]
+        ],
+        "Each side in its own process; data reading excluded from both.",
+    )
+
+
 def tables(device: str, threads: int, peak: float, quick: bool) -> list[Table]:
     """The diffusion tables (CPU figures; the GPU script runs the training step on a GPU)."""
     common = ["--threads", str(threads)]
@@ -229,13 +300,14 @@ def tables(device: str, threads: int, peak: float, quick: bool) -> list[Table]:
         f"Each side's fastest of {rounds} runs in fresh processes, alternating which goes first. "
         "Speed ratio > 1: ours is faster.",
     )
-    return [training, sample_table, dit_table]
+    return [training, sample_table, dit_table, cache_table(common, quick)]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["dit", "sampling"], required=True)
+    parser.add_argument("--part", choices=["dit", "sampling", "cache"], required=True)
     parser.add_argument("--impl", default="videogen", choices=["videogen", "diffusers"])
+    parser.add_argument("--source", default="cache", choices=["cache", "videos"])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0)
@@ -244,6 +316,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     if args.part == "dit":
         print_result(dit_child(args.impl, args.batch, args.steps))
+    elif args.part == "cache":
+        print_result(cache_child(args.source, args.steps))
     else:
         print_result(sampling_child(args.steps))
 

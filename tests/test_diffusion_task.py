@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import FAST_RUN, assert_ok, assert_one_sentence_error, run_cli
+from tests.conftest import (
+    FAST_RUN,
+    assert_ok,
+    assert_one_sentence_error,
+    run_cli,
+    write_tiny_vae,
+)
 from videogen.errors import ConfigError
 from videogen.tasks.base import read_checkpoint
 from videogen.tasks.diffusion import DiffusionTask
@@ -51,6 +57,25 @@ def test_training_keeps_ema_weights_and_the_raw_ones(latte_run: Path) -> None:
     assert int(checkpoint["averaging_state"]["n_averaged"]) == checkpoint["global_step"] == 2
     metrics = metrics_of(latte_run)
     assert 0 < metrics["test/loss"] < 10
+
+
+def test_a_run_stopped_mid_epoch_keeps_its_raw_weights_in_last_ckpt(tmp_path: Path) -> None:
+    """max_steps ends the run inside its epoch: last.ckpt is then written after Lightning has
+    copied the average over the weights, and must still hold the raw ones for resuming."""
+    result = run_cli(
+        "videogen",
+        *LATTE,
+        "trainer.limit_train_batches=3",
+        "trainer.max_steps=2",
+        "trainer.limit_test_batches=0",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
+    )
+    assert_ok(result)
+    checkpoint = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert checkpoint["global_step"] == 2
+    ema, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
+    assert any(not torch.equal(ema[key], raw[key]) for key in ema)
 
 
 def test_the_checkpoint_samples_from_the_ema_weights(latte_run: Path) -> None:
@@ -146,24 +171,6 @@ def test_a_judge_of_another_clip_size_is_refused(judge_run: Path) -> None:
         judge(torch.rand(2, 4, 3, 32, 32))
     logits, features = judge(torch.rand(2, 8, 3, 32, 32))
     assert logits.shape == (2, 8) and features.shape[0] == 2
-
-
-def write_tiny_vae(folder: Path) -> None:
-    """A random AutoencoderKL saved as users have the SD VAE (config.json + weights)."""
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        scaling_factor=0.5,
-    ).save_pretrained(folder)
 
 
 def test_latent_diffusion_with_a_vae_folder_then_without_it(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
 """`python -m videogen.prepare data=kinetics data.root=...`: re-encode a dataset for fast, exact seeking.
+(`python -m videogen.prepare latents ...` makes a latent cache instead: videogen/cache_latents.py.)
 
 Each video becomes H.264 with its short side at `short_side` and a keyframe every
 `keyframe_interval` frames (what mmaction2 recommends for decord's exact frame access), under
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -159,5 +161,18 @@ def main(cfg: DictConfig) -> None:
         prepare(cfg)
 
 
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="prepare_latents")
+def latents_main(cfg: DictConfig) -> None:
+    """`python -m videogen.prepare latents ...`: the latent cache of a dataset's training clips."""
+    from videogen.cache_latents import make_latent_cache
+
+    with report_user_errors():
+        make_latent_cache(cfg)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["latents"]:
+        del sys.argv[1]  # Hydra reads the overrides that follow
+        latents_main()
+    else:
+        main()

@@ -7,6 +7,7 @@ normalised float only once it is on the device: 4x less host memory and transfer
 from __future__ import annotations
 
 import abc
+import json
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -14,10 +15,12 @@ from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torch.utils.data.distributed import DistributedSampler
 
 from videogen.config import require_non_negative_int, require_positive_int
+from videogen.data.latent_cache import LatentCacheDataset, read_manifest, refuse_mismatch
 from videogen.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -197,8 +200,11 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
         context_frames: int | None = None,
         future_frames: int | None = None,
         max_bad_fraction: float = 1.0,
+        latents: str | None = None,
     ) -> None:
         super().__init__()
+        # A latent cache (videogen/data/latent_cache.py) that replaces the training videos.
+        self.latents = latents
         self.num_frames = require_positive_int("data.num_frames", num_frames)
         self.height = require_positive_int("data.height", height)
         self.width = require_positive_int("data.width", width)
@@ -232,10 +238,58 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
         """Return the dataset of one split ("train", "val" or "test")."""
 
     def dataset(self, split: str) -> Dataset:
-        """The dataset of `split`, built on first use."""
+        """The dataset of `split`, built on first use: the latent cache for training when
+        `latents` is set (validation and test still read videos)."""
         if split not in self.datasets:
-            self.datasets[split] = self.make_dataset(split)
+            if split == "train" and self.latents:
+                self.datasets[split] = self.cached_latents()
+            else:
+                self.datasets[split] = self.make_dataset(split)
         return self.datasets[split]
+
+    # -- latent cache -------------------------------------------------------------------------
+
+    def cache_source(self) -> Dataset:
+        """The clips a latent cache holds: the training split's (deterministic for rendered
+        data; file datasets take each video's centre clip)."""
+        return self.make_dataset("train")
+
+    def cache_flips(self) -> bool:
+        """Whether a latent cache also holds each clip's mirror image (training flips)."""
+        return False
+
+    def cache_record(self) -> dict[str, Any]:
+        """The data settings a latent cache was made from (a later run must match them)."""
+        record = {
+            "datamodule": f"{type(self).__module__}.{type(self).__qualname__}",
+            "num_frames": self.num_frames,
+            "height": self.height,
+            "width": self.width,
+            "num_classes": self.num_classes,
+            **self.source_settings(),
+        }
+        return json.loads(json.dumps(record, default=str))  # as the manifest stores it
+
+    def source_settings(self) -> dict[str, Any]:
+        """What else decides the cached clips (where the data is, how clips are drawn)."""
+        return {}
+
+    def cached_latents(self) -> Dataset:
+        """The latent cache `latents`, refused with one sentence if made from other data."""
+        manifest = read_manifest(self.latents)
+        wanted = {
+            "format": manifest["format"],
+            "vae": manifest.get("vae"),  # the task checks the VAE
+            "data": self.cache_record(),
+            "flips": self.cache_flips(),
+        }
+        refuse_mismatch(self.latents, manifest, wanted)
+        rank_zero_info(
+            "Training from the latent cache %s (%s clips): no VAE runs in the training step.",
+            self.latents,
+            manifest.get("source_clips"),
+        )
+        return LatentCacheDataset(self.latents)
 
     def setup(self, stage: str | None = None) -> None:
         splits = {

@@ -291,3 +291,21 @@ class VideoFileDataModule(VideoDataModule):
 
     def collate_fn(self) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
         return collate_skipping_bad
+
+    def cache_source(self) -> VideoClipDataset:
+        """Each training video's centre clip and centre crop (what evaluation reads)."""
+        return VideoClipDataset(self.samples("train"), "val", self.options)
+
+    def cache_flips(self) -> bool:
+        return self.options.flip
+
+    def source_settings(self) -> dict[str, Any]:
+        o = self.options
+        return {
+            **self.index_settings(),
+            "frame_stride": o.frame_stride,
+            "target_fps": o.target_fps,
+            "short_side": o.short_side,
+            "short_video": o.short_video,
+            "decode_short_side": o.decode_short_side,
+        }

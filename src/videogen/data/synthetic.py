@@ -270,6 +270,9 @@ class SyntheticVideoDataModule(VideoDataModule):
             background=background,
         )
 
+    def source_settings(self) -> dict[str, Any]:
+        return {**self.render_options, "train_size": self.sizes["train"]}
+
     def make_dataset(self, split: str) -> SyntheticVideoDataset:
         views = self.test_views if split == "test" else 1
         return SyntheticVideoDataset(

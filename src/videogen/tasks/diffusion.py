@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from videogen.data.latent_cache import read_manifest
 from videogen.errors import ConfigError
 from videogen.metrics.synthesis import FrechetDistance, frechet_distance, load_feature_network
 from videogen.models.build import is_restoring
@@ -132,6 +133,32 @@ class DiffusionTask(ExampleVideos, GeneratesFromNoise, VideoTask):
         """Video in [-1, 1] -> what the network denoises: VAE latents, or the pixels."""
         return video.float() if self.vae is None else self.vae.encode(video)
 
+    def clean_sample(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """x_0 of a batch: latents drawn from cached VAE moments (`data.latents`), else the
+        batch's video in the model's space."""
+        if "latents" not in batch:
+            return self.model_space(self.batch_video(batch))
+        if self.vae is None:
+            raise ConfigError(
+                "the training data is a latent cache (data.latents) but this model works in "
+                "pixels (model.vae_path=null): set model.vae_path to the VAE the cache was made with."
+            )
+        return self.vae.sample(batch["latents"])
+
+    def on_fit_start(self) -> None:
+        """Refuse a latent cache made with another VAE than this model's, before any step."""
+        super().on_fit_start()
+        datamodule = getattr(self.trainer, "datamodule", None)
+        folder = getattr(datamodule, "latents", None)
+        if not folder or self.vae is None:
+            return
+        cached = read_manifest(folder).get("vae", {}).get("fingerprint")
+        if cached != self.vae.fingerprint():
+            raise ConfigError(
+                f"the latent cache data.latents={folder} was made with another VAE (or other "
+                "weights) than model.vae_path: give the VAE it was made with, or make a new cache."
+            )
+
     def to_unit_video(self, x: torch.Tensor) -> torch.Tensor:
         """A sample in the model's space -> video in [0, 1]."""
         return signed_to_unit(x if self.vae is None else self.vae.decode(x))
@@ -161,7 +188,7 @@ class DiffusionTask(ExampleVideos, GeneratesFromNoise, VideoTask):
     ) -> dict[str, torch.Tensor]:
         """Per-example losses of one noising of the batch (timesteps and noise from
         `generator` when given, so that validation measures the same draws every epoch)."""
-        x0 = self.model_space(self.batch_video(batch))
+        x0 = self.clean_sample(batch)
         labels = self.labels_of(batch)
         if labels is not None and drop_labels and self.class_dropout > 0:
             dropped = torch.rand(labels.shape, device=labels.device) < self.class_dropout
@@ -176,7 +203,7 @@ class DiffusionTask(ExampleVideos, GeneratesFromNoise, VideoTask):
         return self.diffusion.training_loss(output, x0, noise, t, x_t)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
-        if "video" not in batch:  # every clip of this batch was unreadable and skipped
+        if "video" not in batch and "latents" not in batch:  # every clip was unreadable
             return self.empty_batch_loss()
         losses = self.diffusion_loss(batch, drop_labels=True)
         loss = losses["loss"].mean()

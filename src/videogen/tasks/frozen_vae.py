@@ -3,6 +3,7 @@ turns video into the latents a latent diffusion model works in, and back."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -75,15 +76,42 @@ class FrozenVAE(nn.Module):
         return height // factor, width // factor
 
     @torch.no_grad()
+    def moments(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, H, W) in [-1, 1] -> the encoder's Gaussian per frame (B, T, 2c, h, w): its
+        mean, then its log-variance, unscaled (what the latent cache stores)."""
+        frames = video.flatten(0, 1)
+        parts = [
+            self.vae.encode(chunk).latent_dist.parameters for chunk in frames.split(self.chunk_size)
+        ]
+        return torch.cat(parts).unflatten(0, video.shape[:2])
+
+    def sample(
+        self, moments: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Scaled latents (B, T, c, h, w) drawn from `moments` (B, T, 2c, h, w), as Latte and DiT
+        train. Fresh and cached moments take this same draw, so a run from the cache sees what
+        a run from videos sees (same seed). The log-variance is clamped like diffusers does."""
+        mean, log_variance = moments.float().chunk(2, dim=2)
+        std = (0.5 * log_variance.clamp(-30.0, 20.0)).exp()
+        if generator is None:
+            noise = torch.randn_like(mean)
+        else:
+            noise = torch.randn(mean.shape, generator=generator).to(mean.device)
+        return (mean + std * noise) * self.scaling_factor
+
     def encode(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, T, 3, H, W) in [-1, 1] -> scaled latents (B, T, c, h, w), a sample of the
-        encoder's Gaussian (as Latte and DiT train)."""
-        frames = video.flatten(0, 1)
-        latents = [
-            self.vae.encode(chunk).latent_dist.sample(generator)
-            for chunk in frames.split(self.chunk_size)
-        ]
-        return (torch.cat(latents) * self.scaling_factor).unflatten(0, video.shape[:2])
+        encoder's Gaussian."""
+        return self.sample(self.moments(video), generator)
+
+    def fingerprint(self) -> str:
+        """A hash of the weights and scaling factor: a latent cache made with another VAE (or
+        other weights under the same name) is refused by it."""
+        digest = hashlib.sha256(repr(self.scaling_factor).encode())
+        for name, tensor in sorted(self.vae.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        return digest.hexdigest()
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
