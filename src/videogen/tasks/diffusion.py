@@ -194,8 +194,8 @@ class DiffusionTask(ExampleVideos, GeneratesFromNoise, VideoTask):
             dropped = torch.rand(labels.shape, device=labels.device) < self.class_dropout
             labels = torch.where(dropped, torch.full_like(labels, self.net.null_label), labels)
         t = self.diffusion.sample_timesteps(x0.shape[0], x0.device, generator)
-        if generator is None:
-            noise = torch.randn_like(x0, dtype=torch.float32)
+        if generator is None:  # contiguous whatever x0's strides (the same draw for any layout)
+            noise = torch.randn(x0.shape, device=x0.device)
         else:
             noise = torch.randn(x0.shape, generator=generator).to(x0.device)
         x_t = self.diffusion.add_noise(x0, noise, t)

@@ -93,11 +93,13 @@ class FrozenVAE(nn.Module):
         a run from videos sees (same seed). The log-variance is clamped like diffusers does."""
         mean, log_variance = moments.float().chunk(2, dim=2)
         std = (0.5 * log_variance.clamp(-30.0, 20.0)).exp()
+        # A fresh contiguous draw, not randn_like: the encoder's output may have other strides
+        # than cached moments, and the draw must not depend on the layout.
         if generator is None:
-            noise = torch.randn_like(mean)
+            noise = torch.randn(mean.shape, device=mean.device)
         else:
             noise = torch.randn(mean.shape, generator=generator).to(mean.device)
-        return (mean + std * noise) * self.scaling_factor
+        return ((mean + std * noise) * self.scaling_factor).contiguous()
 
     def encode(self, video: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, T, 3, H, W) in [-1, 1] -> scaled latents (B, T, c, h, w), a sample of the
