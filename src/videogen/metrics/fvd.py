@@ -160,7 +160,7 @@ class FVDProtocol:
 
 
 def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """The hex sha256 of a file, read in chunks (detector files are hundreds of MB)."""
+    """The hex sha256 of a file, read in chunks (a detector file need not fit in memory twice)."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         while chunk := file.read(chunk_size):
