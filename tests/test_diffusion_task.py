@@ -3,6 +3,7 @@ VAE saved like the SD VAE, judged evaluation and generation from a checkpoint al
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +18,9 @@ from tests.conftest import (
     run_cli,
     write_tiny_vae,
 )
+from tests.test_fvd import write_tiny_detector
 from videogen.errors import ConfigError
+from videogen.metrics.fvd import read_fvd_record
 from videogen.tasks.base import read_checkpoint
 from videogen.tasks.diffusion import DiffusionTask
 from videogen.tasks.judge import Judge
@@ -163,6 +166,39 @@ def test_evaluate_judges_generated_clips_with_a_classifier(
     assert 0.0 <= metrics["test/judge_acc"] <= 1.0
     assert metrics["test/judge_fd"] > 0
     assert metrics["test/generated_clips"] == 16  # 2 per class, 8 classes
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_evaluate_reports_fvd_under_the_protocol_given_on_the_command_line(
+    latte_run: Path, tmp_path: Path
+) -> None:
+    detector = write_tiny_detector(tmp_path / "i3d_torchscript.pt")
+    result = run_cli(
+        "videogen.evaluate",
+        f"ckpt_path={latte_run / 'checkpoints' / 'last.ckpt'}",
+        f"model.fvd_network_path={detector}",
+        "model.fvd.frames=8",
+        "model.fvd.resolution=32",
+        "model.fvd.generated_clips=12",
+        *QUICK_SAMPLING,
+        "data.test_size=16",
+        "data.batch_size=8",
+        "trainer.limit_test_batches=2",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
+    )
+    assert_ok(result)
+    metrics = metrics_of(tmp_path)
+    assert metrics["test/fvd"] > 0
+    # 16 samples (2 per class), 12 of them scored; all 16 test clips (fewer than 2048)
+    assert metrics["test/fvd_generated_clips"] == 12 and metrics["test/fvd_real_clips"] == 16
+    sha = hashlib.sha256(detector.read_bytes()).hexdigest()
+    assert sha in result.stdout + result.stderr  # the detector's hash is printed
+    record = read_fvd_record(tmp_path)
+    assert record["protocol"]["detector_sha256"] == sha
+    assert record["protocol"]["frames"] == 8 and record["protocol"]["resolution"] == 32
+    assert record["protocol"]["real_sampling"] == "per_class"
+    assert (record["generated_clips"], record["real_clips"]) == (12, 16)
 
 
 def test_a_judge_of_another_clip_size_is_refused(judge_run: Path) -> None:

@@ -80,12 +80,18 @@ def changed_model_keys(cfg: DictConfig, stored: dict[str, Any]) -> list[str]:
     )
 
 
+def option_of(key: str) -> str:
+    """The `model.*` option a changed key belongs to: `model.fvd.frames` -> `fvd`."""
+    return key.removeprefix("model.").split(".", 1)[0]
+
+
 def apply_model_overrides(task: VideoTask, cfg: DictConfig, stored: dict[str, Any]) -> None:
-    """Set the task's evaluation-time options given on the command line (model.<option>=...);
-    refuse, naming the keys that may change, any other `model.*` override."""
+    """Set the task's evaluation-time options given on the command line (model.<option>=...,
+    or a key inside a dict option: model.<option>.<key>=...); refuse, naming the keys that may
+    change, any other `model.*` override."""
     changed = changed_model_keys(cfg, stored)
     options = {f"model.{name}" for name in task.runtime_options}
-    refused = [key for key in changed if key not in options]
+    refused = [key for key in changed if f"model.{option_of(key)}" not in options]
     if refused:
         allowed = ", ".join(sorted(options)) if options else "none"
         raise ConfigError(
@@ -94,10 +100,11 @@ def apply_model_overrides(task: VideoTask, cfg: DictConfig, stored: dict[str, An
             f"may change at evaluation are: {allowed}; drop the override or train a new model."
         )
     for key in changed:
-        name = key.removeprefix("model.")
-        value = cfg.model[name]
+        log.info("%s=%s (from the command line)", key, OmegaConf.select(cfg, key))
+    # A dict option (model.fvd) is set whole: the stored keys with the command line's changes.
+    for name in dict.fromkeys(option_of(key) for key in changed):
+        value = cfg.model.get(name)
         setattr(task, name, OmegaConf.to_container(value) if OmegaConf.is_config(value) else value)
-        log.info("%s=%s (from the command line)", key, value)
 
 
 def load_task_and_data(
