@@ -264,3 +264,35 @@ def test_an_exact_denoiser_of_one_clip_samples_that_clip(sampler: str, steps: in
         exact, SHAPE, sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(0)
     )
     torch.testing.assert_close(sample, target, rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+@pytest.mark.parametrize(("sampler", "steps"), [("ddim", 20), ("ddpm", 1000)])
+def test_sampling_with_the_exact_denoiser_of_a_few_clips_returns_one_of_them(
+    prediction: str, sampler: str, steps: int
+) -> None:
+    """The posterior mean of x0 over a data set of 3 clips is the ideal denoiser: sampling it
+    must land on one of the clips (a sampler or read-out error would leave noise or a blend)."""
+    torch.manual_seed(0)
+    data = torch.rand(3, 2, 3, 8, 8) * 2 - 1
+    process = GaussianDiffusion(prediction=prediction, channel_dim=2)
+
+    def exact(x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        abar = process.abar(t).float().view(-1, 1, 1, 1, 1)
+        distance = (x[:, None] - abar[:, None].sqrt() * data[None]).square().flatten(2).sum(-1)
+        weights = (-distance / (2 * (1 - abar.view(-1, 1)))).softmax(-1)
+        x0 = torch.einsum("bk,k...->b...", weights, data)
+        eps = (x - abar.sqrt() * x0) / (1 - abar).sqrt()
+        if prediction == "sample":
+            return x0
+        return eps if prediction == "epsilon" else abar.sqrt() * eps - (1 - abar).sqrt() * x0
+
+    samples = process.sample(
+        exact,
+        (4, 2, 3, 8, 8),
+        sampler=sampler,
+        steps=steps,
+        generator=torch.Generator().manual_seed(1),
+    )
+    nearest = (samples[:, None] - data[None]).square().flatten(2).mean(-1).min(1).values
+    assert nearest.max() < 1e-6
