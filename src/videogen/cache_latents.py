@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Subset
 
@@ -33,7 +32,7 @@ from videogen.data.latent_cache import (
     shard_name,
 )
 from videogen.errors import ConfigError, DataError
-from videogen.prepare import written_atomically
+from videogen.prepare import file_progress, written_atomically
 from videogen.tasks.frozen_vae import FrozenVAE, vae_config_from_folder
 from videogen.utils.build import build_datamodule
 from videogen.utils.cli import print_metrics
@@ -149,13 +148,7 @@ def make_latent_cache(cfg: DictConfig) -> dict[str, float]:
         log.info("data.flip is on: each clip is cached with its mirror image.")
     counts = {"source clips": total, "shards": len(names), "written": 0, "resumed": 0, "bad": 0}
     shard_counts: list[int] = []
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns) as progress:
+    with file_progress() as progress:
         task = progress.add_task("encoding clips", total=total)
         for name, start in zip(names, starts, strict=True):
             path = folder / name

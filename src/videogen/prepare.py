@@ -49,6 +49,16 @@ def written_atomically(target: Path) -> Iterator[Path]:
         raise
 
 
+def file_progress() -> Progress:
+    """The progress bar of the prepare commands: description, bar, done / total, time left."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+
+
 def reencode(source: Path, target: Path, short_side: int, keyframe_interval: int, crf: int) -> None:
     """Decode `source` and write it to `target` as H.264 mp4 with the given size and keyframes;
     a failure leaves no file behind and raises."""
@@ -123,13 +133,7 @@ def prepare(cfg: DictConfig) -> dict[str, float]:
             videos[source] = output_root / relative.with_suffix(".mp4")
 
     counts = {"videos": len(videos), "encoded": 0, "skipped (already done)": 0, "failed": 0}
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns) as progress:
+    with file_progress() as progress:
         task = progress.add_task("re-encoding", total=len(videos))
         for source, target in sorted(videos.items()):
             if target.is_file() and target.stat().st_size > 0:

@@ -239,6 +239,15 @@ class VideoFolderDataModule(VideoFileDataModule):
                 )
         return self._classes
 
+    def index_settings(self) -> dict[str, Any]:
+        return {
+            "root": str(self.root),
+            "split_dirs": self.split_dirs,
+            "lists": self.lists,
+            "class_folders": self.class_folders,
+            "drop_short": self.drop_short,
+        }
+
     def build_samples(self, split: str) -> list[VideoSample]:
         index = {name: i for i, name in enumerate(self.classes())}
         videos = self.listed(split)
