@@ -135,3 +135,20 @@ def write_tiny_vae(folder: Path, seed: int = 0) -> None:
         norm_num_groups=4,
         scaling_factor=0.5,
     ).save_pretrained(folder)
+
+
+def tiny_latte_net(**changes: object) -> dict:
+    """The `net` config of a tiny class-conditional Latte (pixel space), with `changes`."""
+    return {
+        "_target_": "videogen.models.diffusion.Latte",
+        "num_frames": 2,
+        "img_size": [32, 32],
+        "in_channels": 3,
+        "patch_size": 8,
+        "size": None,
+        "embed_dim": 16,
+        "depth": 2,
+        "num_heads": 2,
+        "num_classes": 8,
+        **changes,
+    }

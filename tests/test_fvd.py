@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from tests.conftest import tiny_latte_net
 from videogen.errors import ConfigError
 from videogen.metrics.fvd import (
     FVDDetector,
@@ -208,18 +209,7 @@ def test_bad_detectors_and_settings_are_one_sentence(detector_file: Path, tmp_pa
 
 
 def tiny_diffusion_task(detector: Path, num_classes: int = 2, **fvd: object) -> DiffusionTask:
-    net = {
-        "_target_": "videogen.models.diffusion.Latte",
-        "num_frames": 4,
-        "img_size": [16, 16],
-        "in_channels": 3,
-        "patch_size": 8,
-        "size": None,
-        "embed_dim": 16,
-        "depth": 2,
-        "num_heads": 2,
-        "num_classes": num_classes,
-    }
+    net = tiny_latte_net(num_frames=4, img_size=[16, 16], num_classes=num_classes)
     return DiffusionTask(
         net=net,
         diffusion={"num_steps": 10},

@@ -16,6 +16,7 @@ from tests.conftest import (
     assert_ok,
     assert_one_sentence_error,
     run_cli,
+    tiny_latte_net,
     write_tiny_vae,
 )
 from videogen.data.base import scale_uint8
@@ -93,19 +94,9 @@ def test_training_from_the_cache_gives_the_losses_of_training_from_videos(
 ) -> None:
     vae, folder = cache
     task = DiffusionTask(
-        net={
-            "_target_": "videogen.models.diffusion.Latte",
-            "num_frames": 8,
-            "img_size": 32,
-            "in_channels": 3,
-            "patch_size": 4,
-            "size": None,
-            "embed_dim": 32,
-            "depth": 2,
-            "num_heads": 2,
-            "num_classes": 8,
-            "learn_sigma": False,
-        },
+        net=tiny_latte_net(
+            num_frames=8, patch_size=4, embed_dim=32, img_size=32, learn_sigma=False
+        ),
         vae_path=str(vae),
     )
     videos = SyntheticVideoDataModule(train_size=10, max_objects=1).dataset("train")

@@ -19,6 +19,7 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.plugins.precision import Precision
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from tests.conftest import tiny_latte_net
 from tests.test_synthesis_task import synthetic_batch, tiny_task
 from videogen.callbacks import sample_videos
 from videogen.callbacks.sample_videos import (
@@ -325,18 +326,7 @@ def test_diffusion_shows_real_clips_beside_clips_sampled_for_their_labels() -> N
     from videogen.tasks.diffusion import DiffusionTask
 
     torch.manual_seed(0)
-    net = {
-        "_target_": "videogen.models.diffusion.Latte",
-        "num_frames": 2,
-        "img_size": [32, 32],
-        "in_channels": 3,
-        "patch_size": 8,
-        "size": None,
-        "embed_dim": 16,
-        "depth": 2,
-        "num_heads": 2,
-        "num_classes": 8,
-    }
+    net = tiny_latte_net()
     task = DiffusionTask(net=net, diffusion={"num_steps": 10}, sample_steps=3)
     batch = synthetic_batch(frames=2, batch=2)
     samples = render(task, batch)

@@ -277,13 +277,10 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
     def cached_latents(self) -> Dataset:
         """The latent cache `latents`, refused with one sentence if made from other data."""
         manifest = read_manifest(self.latents)
-        wanted = {
-            "format": manifest["format"],
-            "vae": manifest.get("vae"),  # the task checks the VAE
-            "data": self.cache_record(),
-            "flips": self.cache_flips(),
-        }
-        refuse_mismatch(self.latents, manifest, wanted)
+        wanted = {"data": self.cache_record(), "flips": self.cache_flips()}
+        refuse_mismatch(
+            self.latents, manifest, wanted, keys=tuple(wanted)
+        )  # the task checks the VAE
         rank_zero_info(
             "Training from the latent cache %s (%s clips): no VAE runs in the training step.",
             self.latents,

@@ -62,9 +62,12 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def mismatch(cached: dict[str, Any], wanted: dict[str, Any]) -> str | None:
-    """A description of the first setting where a cache's manifest and a run differ, or None."""
-    for key in MATCHED_KEYS:
+def mismatch(
+    cached: dict[str, Any], wanted: dict[str, Any], keys: tuple[str, ...] = MATCHED_KEYS
+) -> str | None:
+    """A description of the first setting of `keys` where a cache's manifest and a run
+    differ, or None."""
+    for key in keys:
         have, want = cached.get(key), wanted.get(key)
         if isinstance(have, dict) and isinstance(want, dict):
             for name in sorted(set(have) | set(want)):
@@ -77,9 +80,15 @@ def mismatch(cached: dict[str, Any], wanted: dict[str, Any]) -> str | None:
     return None
 
 
-def refuse_mismatch(folder: str | Path, cached: dict[str, Any], wanted: dict[str, Any]) -> None:
-    """One sentence when the cache in `folder` was made from other settings than `wanted`."""
-    difference = mismatch(cached, wanted)
+def refuse_mismatch(
+    folder: str | Path,
+    cached: dict[str, Any],
+    wanted: dict[str, Any],
+    keys: tuple[str, ...] = MATCHED_KEYS,
+) -> None:
+    """One sentence when the cache in `folder` was made from other settings of `keys` than
+    `wanted`."""
+    difference = mismatch(cached, wanted, keys)
     if difference is not None:
         raise ConfigError(
             f"the latent cache data.latents={folder} was made from other settings ({difference}): "

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -297,17 +296,7 @@ class FVDDetector:
         path = protocol.detector_path
         if path is None:
             raise ConfigError(f"no FVD detector: set {setting} to a TorchScript video network.")
-        try:
-            with warnings.catch_warnings():
-                # torch's advice to move to torch.export: the detector files are TorchScript.
-                warnings.filterwarnings(
-                    "ignore", "`torch.jit.load` is deprecated", category=FutureWarning
-                )
-                network = load_feature_network(path, "FVD", setting)
-        except RuntimeError as error:  # torch.jit.load of a file that is not TorchScript
-            raise ConfigError(
-                f"{setting}={path} is not a TorchScript file torch.jit.load can read ({error})."
-            ) from None
+        network = load_feature_network(path, "FVD", setting)
         assert network is not None  # a path was given
         self.sha256 = file_sha256(path)
         if protocol.detector_sha256 and protocol.detector_sha256.lower() != self.sha256:

@@ -11,6 +11,7 @@ comparable between runs that used the same feature file.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -101,7 +102,17 @@ def load_feature_network(
         raise ConfigError(
             f"{setting}={path} does not exist: give a TorchScript feature network file or null."
         )
-    return torch.jit.load(path, map_location="cpu").eval()
+    try:
+        with warnings.catch_warnings():
+            # torch's advice to move to torch.export: the feature network files are TorchScript.
+            warnings.filterwarnings(
+                "ignore", "`torch.jit.load` is deprecated", category=FutureWarning
+            )
+            return torch.jit.load(path, map_location="cpu").eval()
+    except RuntimeError as error:  # a file that is not TorchScript
+        raise ConfigError(
+            f"{setting}={path} is not a TorchScript file torch.jit.load can read ({error})."
+        ) from None
 
 
 class FrechetDistance:

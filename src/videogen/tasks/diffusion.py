@@ -366,8 +366,8 @@ class DiffusionTask(ExampleVideos, GeneratesFromNoise, VideoTask):
             return
         labels = self.test_labels()
         total = self.samples_per_class if labels is None else labels.numel()
-        if self.fvd_detector is not None:
-            self.fvd_generated_count(total)  # say now, before the sampling, how many count
+        # Said now, before the sampling: how many generated clips the FVD scores.
+        fvd_count = self.fvd_generated_count(total) if self.fvd_detector is not None else 0
         world, rank = self.trainer.world_size, self.global_rank
         share = math.ceil(total / world)
         indices = torch.arange(rank * share, (rank + 1) * share).clamp_max(total - 1)
@@ -381,7 +381,6 @@ class DiffusionTask(ExampleVideos, GeneratesFromNoise, VideoTask):
             # sampling time on a CPU with bf16 matmuls).
             with self.trainer.precision_plugin.forward_context():
                 clips = self.sample_clips(chunk_labels, chunk.numel(), options, generator)
-            clips = clips.float()
             if self.judge is not None:
                 chunk_logits, chunk_features = self.judge(clips)
                 logits.append(chunk_logits.cpu())
@@ -402,7 +401,8 @@ class DiffusionTask(ExampleVideos, GeneratesFromNoise, VideoTask):
                 accuracy = (predicted == labels[: predicted.shape[0]]).float().mean()
                 self.log("test/judge_acc", accuracy, rank_zero_only=True)
         if self.fvd_detector is not None:
-            self.log_fvd(gathered(torch.cat(fvd_features).float(), valid), labels, total)
+            generated = gathered(torch.cat(fvd_features).float(), valid)
+            self.log_fvd(generated, labels, total, fvd_count)
         self.log("test/generated_clips", float(total), rank_zero_only=True)
 
     # -- FVD under a written-down protocol --------------------------------------------------
@@ -461,11 +461,13 @@ class DiffusionTask(ExampleVideos, GeneratesFromNoise, VideoTask):
         )
         return total
 
-    def log_fvd(self, generated: torch.Tensor, labels: torch.Tensor | None, total: int) -> None:
-        """Log test/fvd and the clip counts, and write the protocol record (rank zero)."""
+    def log_fvd(
+        self, generated: torch.Tensor, labels: torch.Tensor | None, total: int, count: int
+    ) -> None:
+        """Log test/fvd over `count` of the `total` generated clips and the clip counts, and
+        write the protocol record (rank zero)."""
         assert self.fvd_detector is not None
         protocol = self.fvd_detector.protocol
-        count = min(protocol.generated_clips, total)  # as fvd_generated_count said
         # A class-balanced subset of the class-ordered samples when not all of them count.
         generated = generated[balanced_subset(labels, total, count)]
         real = self.gather_rows(torch.cat(self.real_fvd_features).float(), None)
