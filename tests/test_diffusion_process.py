@@ -238,6 +238,54 @@ def test_the_vlb_is_smallest_at_the_true_posterior_variance() -> None:
     assert (vlb(0.0) > vlb(-1.0)).all() and (vlb(1.0) > vlb(0.0)).all()
 
 
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+def test_min_snr_weights_the_x0_error_by_min_snr_gamma(prediction: str) -> None:
+    """Whatever the prediction type, the weighted loss of an output off by `delta` in x0 is
+    min(SNR_t, gamma) * mean(delta^2): the low-noise steps, where SNR is large, are capped."""
+    gamma = 5.0
+    process = GaussianDiffusion(prediction=prediction, min_snr_gamma=gamma)
+    x0, noise, t = torch.randn(SHAPE), torch.randn(SHAPE), torch.tensor([20, 700])
+    x_t = process.add_noise(x0, noise, t)
+    delta = 0.01 * torch.randn(SHAPE)
+    # The output whose read-out is x0 + delta (every type reads x0 linearly from the output).
+    perfect = process.target(x0, noise, t)
+    unit = process.read(perfect + 1.0, x_t, t).x0 - process.read(perfect, x_t, t).x0
+    output = perfect + delta / unit
+    torch.testing.assert_close(process.read(output, x_t, t).x0, x0 + delta, atol=1e-4, rtol=1e-4)
+    abar = process.abar(t)
+    snr = (abar / (1 - abar)).float()
+    expected = snr.clamp(max=gamma) * delta.square().flatten(1).mean(1)
+    torch.testing.assert_close(
+        process.training_loss(output, x0, noise, t, x_t)["loss"], expected, rtol=1e-3, atol=0
+    )
+    assert snr[0] > gamma > snr[1]  # one capped step, one weighted by its own SNR
+
+
+def test_logit_normal_timesteps_gather_in_the_middle_and_are_reproducible() -> None:
+    uniform = GaussianDiffusion()
+    logit = GaussianDiffusion(timesteps="logit_normal")
+    draws = {
+        name: process.sample_timesteps(20000, torch.device("cpu"), torch.Generator().manual_seed(0))
+        for name, process in (("uniform", uniform), ("logit", logit))
+    }
+    middle = {name: ((t >= 250) & (t < 750)).float().mean().item() for name, t in draws.items()}
+    assert middle["uniform"] == pytest.approx(0.5, abs=0.02)
+    # P(|u| < logit(0.75)) for u ~ N(0, 1): about 0.73.
+    assert middle["logit"] == pytest.approx(0.73, abs=0.02)
+    assert draws["logit"].min() >= 0 and draws["logit"].max() <= 999
+    again = logit.sample_timesteps(20000, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert torch.equal(again, draws["logit"])
+
+
+def test_bad_training_draw_settings_are_refused() -> None:
+    with pytest.raises(ConfigError, match="timesteps='beta'"):
+        GaussianDiffusion(timesteps="beta")
+    with pytest.raises(ConfigError, match="logit_std"):
+        GaussianDiffusion(timesteps="logit_normal", logit_std=0.0)
+    with pytest.raises(ConfigError, match="min_snr_gamma"):
+        GaussianDiffusion(min_snr_gamma=-1.0)
+
+
 def test_bad_sampler_settings_are_refused() -> None:
     process = GaussianDiffusion(num_steps=10)
     with pytest.raises(ConfigError, match="eta"):

@@ -6,6 +6,9 @@ One object holds a noise schedule and does the three things a diffusion model ne
   noise is lost at small t);
 - `training_loss`: the DDPM objective for an epsilon-, v- or x0-predicting network, plus the
   VLB term of Improved DDPM when the network also predicts its variance (2C output channels);
+  optionally Min-SNR-gamma weighted (Hang et al. 2023), on timesteps drawn uniformly or from a
+  logit-normal (Esser et al. 2024), both of which spend more of a short run on the middle noise
+  levels where a clip's layout is decided;
 - `sample`: DDPM (ancestral) or DDIM (`eta` in [0, 1]) over any sub-sequence of the training
   timesteps, with classifier-free guidance, reproducible from a `torch.Generator`.
 
@@ -28,6 +31,7 @@ PREDICTIONS = ("epsilon", "v_prediction", "sample")
 SAMPLERS = ("ddpm", "ddim")
 SPACINGS = ("linspace", "leading", "trailing")
 FIXED_VARIANCES = ("fixed_small", "fixed_large")
+TIMESTEP_DRAWS = ("uniform", "logit_normal")
 
 # network(x_t, t, labels) -> output, the same shape as x_t (or 2C channels with learned variance)
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -149,6 +153,11 @@ class GaussianDiffusion:
     term. Without it, DDPM samples with `variance` "fixed_small" (the posterior variance,
     diffusers' default) or "fixed_large" (beta_t). `clip_denoised` clamps predicted x0 to
     [-1, 1] while sampling (pixels: yes; VAE latents: no).
+
+    Training draws: `timesteps` "uniform" (DDPM) or "logit_normal" (t / T = sigmoid(u),
+    u ~ N(`logit_mean`, `logit_std`^2)). `min_snr_gamma`: each example's prediction error is
+    weighted so that its weight on the x0 error is min(SNR_t, gamma) (Min-SNR-gamma; null: the
+    plain objective of the prediction type).
     """
 
     def __init__(
@@ -162,7 +171,21 @@ class GaussianDiffusion:
         variance: str = "fixed_small",
         clip_denoised: bool = False,
         channel_dim: int = 2,
+        timesteps: str = "uniform",
+        logit_mean: float = 0.0,
+        logit_std: float = 1.0,
+        min_snr_gamma: float | None = None,
     ) -> None:
+        if timesteps not in TIMESTEP_DRAWS:
+            raise ConfigError(
+                f"model.diffusion.timesteps={timesteps!r} is not one of {', '.join(TIMESTEP_DRAWS)}."
+            )
+        if logit_std <= 0:
+            raise ConfigError(f"model.diffusion.logit_std must be positive, got {logit_std}.")
+        if min_snr_gamma is not None and min_snr_gamma <= 0:
+            raise ConfigError(
+                f"model.diffusion.min_snr_gamma must be positive (or null), got {min_snr_gamma}."
+            )
         if prediction not in PREDICTIONS:
             raise ConfigError(
                 f"model.diffusion.prediction={prediction!r} is not one of {', '.join(PREDICTIONS)}."
@@ -177,6 +200,9 @@ class GaussianDiffusion:
         self.variance = variance
         self.clip_denoised = bool(clip_denoised)
         self.channel_dim = channel_dim
+        self.timesteps = timesteps
+        self.logit_mean, self.logit_std = float(logit_mean), float(logit_std)
+        self.min_snr_gamma = None if min_snr_gamma is None else float(min_snr_gamma)
         self.betas = make_betas(schedule, self.num_steps, beta_start, beta_end)
         # float64 on the CPU; `coefficient` gathers and casts per call.
         self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
@@ -349,11 +375,28 @@ class GaussianDiffusion:
     def sample_timesteps(
         self, batch: int, device: torch.device, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Uniform training timesteps (B,) in [0, T): drawn on `device`, or from a (CPU)
-        `generator` when one is given (fixed draws for evaluation)."""
-        if generator is None:
-            return torch.randint(0, self.num_steps, (batch,), device=device)
-        return torch.randint(0, self.num_steps, (batch,), generator=generator).to(device)
+        """Training timesteps (B,) in [0, T), uniform or logit-normal (see the class doc):
+        drawn on `device`, or from a (CPU) `generator` when one is given (fixed draws for
+        evaluation)."""
+        on = device if generator is None else torch.device("cpu")
+        if self.timesteps == "uniform":
+            t = torch.randint(0, self.num_steps, (batch,), generator=generator, device=on)
+        else:
+            u = torch.randn(batch, generator=generator, device=on)
+            fraction = torch.sigmoid(self.logit_mean + self.logit_std * u)
+            t = (fraction * self.num_steps).long().clamp(0, self.num_steps - 1)
+        return t.to(device)
+
+    def loss_weights(self, t: torch.Tensor) -> torch.Tensor:
+        """(B,) float32 weights of each example's prediction error: 1, or Min-SNR-gamma's
+        min(SNR_t, gamma) on the x0 error expressed in this prediction type's error (whose own
+        weight on the x0 error is SNR_t for epsilon, SNR_t + 1 for v and 1 for x0)."""
+        if self.min_snr_gamma is None:
+            return torch.ones(t.shape, dtype=torch.float32, device=t.device)
+        abar = self.abar(t)
+        snr = abar / (1 - abar)
+        native = {"epsilon": snr, "v_prediction": snr + 1, "sample": torch.ones_like(snr)}
+        return (snr.clamp(max=self.min_snr_gamma) / native[self.prediction]).float()
 
     def training_loss(
         self,
@@ -367,13 +410,14 @@ class GaussianDiffusion:
 
         "mse": the prediction's mean squared error to its target; with learned variance "vlb":
         the variational bound's term for step t in bits per dimension (Improved DDPM), whose
-        gradient reaches only the variance channels; "loss": their sum (DiT / Latte's hybrid
-        loss, the VLB unweighted).
+        gradient reaches only the variance channels; "loss": the mse times `loss_weights` plus
+        the VLB (DiT / Latte's hybrid loss, the VLB unweighted).
         """
         mean_part, _ = self.split_output(output.float())
         losses = {"mse": mean_flat((mean_part - self.target(x0, noise, t)).square())}
+        weighted = losses["mse"] * self.loss_weights(t).to(losses["mse"].device)
         if not self.learn_sigma:
-            losses["loss"] = losses["mse"]
+            losses["loss"] = weighted
             return losses
         # The VLB trains the variance only: the mean comes from a detached prediction.
         mean_detached, variance_part = self.split_output(output.float())
@@ -381,7 +425,7 @@ class GaussianDiffusion:
             torch.cat([mean_detached.detach(), variance_part], dim=self.channel_dim), x_t, t
         )
         losses["vlb"] = self.vlb_term(detached, x0.float(), x_t.float(), t)
-        losses["loss"] = losses["mse"] + losses["vlb"]
+        losses["loss"] = weighted + losses["vlb"]
         return losses
 
     def vlb_term(
