@@ -74,6 +74,11 @@ def test_the_mask_is_in_the_unit_interval_with_one_channel() -> None:
     assert mask.shape == (4, 8, 1, 32, 32)
     assert mask.min() >= 0 and mask.max() <= 1
     assert mask.min() < 0.1 and mask.max() > 0.9  # a sigmoid, not a clamp of a narrow range
+    # the paper's initialisation opens the mask halfway; a negative mask_bias starts it closed
+    torch.manual_seed(0)
+    for bias, expected in ((0.0, 0.5), (-2.0, 0.1192)):
+        fresh = TwoStreamGenerator(**TINY_NET, mask_bias=bias).eval()
+        assert fresh(torch.randn(4, 100)).mask.mean().item() == pytest.approx(expected, abs=0.01)
 
 
 def test_the_clip_is_m_f_plus_one_minus_m_b() -> None:
@@ -129,7 +134,7 @@ def test_paper_size_networks_have_the_papers_layers_and_these_parameter_counts()
         (7, 32, (7, 4, 4)),
         (32, 128, (1, 4, 4)),
         (12, [32, 64], (3, 4, 8)),
-    ],  # fmt: skip
+    ],
 )
 def test_other_clip_lengths_and_frame_sizes_are_built(frames: int, size, seed) -> None:
     generator = TwoStreamGenerator(frames, size, base_channels=4, max_channels=8)

@@ -46,7 +46,8 @@ class TwoStreamGenerator(nn.Module):
     The paper's network is the default: z in R^100, 32 frames of 64x64, widths 512 -> 64
     (`base_channels` at the finest stage, doubling towards the coarsest, at most
     `max_channels`). Other sizes follow `sizes.plan_clip`. `num_classes` > 0 appends a learned
-    `label_dim`-d embedding of the label to z (0: unconditional, as in the paper).
+    `label_dim`-d embedding of the label to z (0: unconditional, as in the paper). `mask_bias`:
+    the mask head's initial bias (0: the paper's initialisation).
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class TwoStreamGenerator(nn.Module):
         max_channels: int = 512,
         num_classes: int = 0,
         label_dim: int = 16,
+        mask_bias: float = 0.0,
         init: str = "gan",
     ) -> None:
         super().__init__()
@@ -114,6 +116,10 @@ class TwoStreamGenerator(nn.Module):
             upsampling(widths[-1], 1, last_doubles, bias=True), nn.Sigmoid()
         )
         init_weights(self, init)
+        # The mask's starting logit: 0 (the paper's init) opens it halfway everywhere; a
+        # negative value starts it mostly closed, so that the static background explains the
+        # scene first and the foreground opens the mask only where something moves.
+        nn.init.constant_(self.mask_head[0].bias, mask_bias)
 
     def code(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """z with the label embedding appended (class-conditional models) -> (B, code_dim)."""
