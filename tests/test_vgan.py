@@ -181,9 +181,13 @@ def test_class_conditioning_reaches_both_networks() -> None:
 # --------------------------------------------------------------------------- the losses
 
 
-def tiny_task(**changes: object) -> VganTask:
+def tiny_task(num_classes: int = 0, **changes: object) -> VganTask:
     torch.manual_seed(0)
-    net = {"_target_": "videogen.models.vgan.TwoStreamGenerator", **TINY_NET}
+    net = {
+        "_target_": "videogen.models.vgan.TwoStreamGenerator",
+        **TINY_NET,
+        "num_classes": num_classes,
+    }
     discriminator = {"_target_": "videogen.models.vgan.ClipDiscriminator", "base_channels": 8}
     return VganTask(net=net, discriminator=discriminator, **changes)
 
@@ -244,6 +248,21 @@ def test_the_task_builds_the_discriminator_for_the_generators_clips() -> None:
     assert panels.videos["mask"].shape == (2, 8, 1, 32, 32)
     with pytest.raises(ConfigError, match="unconditional"):
         task.sample_clips(torch.tensor([0]), 1)
+
+
+def test_validation_panels_show_real_clips_beside_the_streams_of_clips_for_their_labels() -> None:
+    task = tiny_task(num_classes=8)
+    assert task.discriminator.num_classes == 8  # the discriminator follows the generator
+    video = torch.randint(0, 256, (2, 8, 3, 32, 32), dtype=torch.uint8)
+    batch = {"video": video, "label": torch.tensor([1, 6])}
+    panels = task.generation_panels(batch).videos
+    assert list(panels) == ["real", "generated", "background", "foreground", "mask"]
+    torch.testing.assert_close(panels["real"], video.float() / 255, rtol=0, atol=1e-6)
+    generator = torch.Generator().manual_seed(task.sample_seed)
+    expected = task.sample_clips(torch.tensor([1, 6]), 2, generator=generator)
+    torch.testing.assert_close(panels["generated"], expected)
+    with pytest.raises(ConfigError, match="no labels"):
+        task.generation_panels({"video": video})
 
 
 # --------------------------------------------------------------------------- the CLI

@@ -161,17 +161,6 @@ class DiffusionTask(ExampleVideos, GenerativeEvaluation, VideoTask):
 
     # -- training -----------------------------------------------------------------------------
 
-    def labels_of(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """The batch's labels for a class-conditional network (None for an unconditional one)."""
-        if self.num_classes == 0:
-            return None
-        if "label" not in batch:
-            raise ConfigError(
-                f"the network is class-conditional (model.net.num_classes={self.num_classes}) "
-                "but the data gives no labels: use labelled data or set model.net.num_classes=0."
-            )
-        return batch["label"]
-
     def diffusion_loss(
         self,
         batch: dict[str, torch.Tensor],
@@ -260,15 +249,7 @@ class DiffusionTask(ExampleVideos, GenerativeEvaluation, VideoTask):
         progress: Callable[[Iterator], Iterator] | None = None,
     ) -> torch.Tensor:
         options = options or self.sampling_options()
-        if labels is not None:
-            labels = labels.to(self.device).long()
-            if self.num_classes == 0:
-                raise ConfigError("this model is unconditional: sample it without labels.")
-            if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-                raise ConfigError(
-                    f"labels must be class indices in [0, {self.num_classes - 1}], got "
-                    f"{labels.tolist()}."
-                )
+        labels = self.sampling_labels(labels)
         was_training = self.net.training
         self.net.eval()
         try:

@@ -53,7 +53,8 @@ def signed_to_unit(video: torch.Tensor) -> torch.Tensor:
 
 
 class GenerativeEvaluation(GeneratesFromNoise):
-    """Test stage of a generative task: judge accuracy, judge Fréchet distance, FVD.
+    """Test stage of a generative task (judge accuracy, judge Fréchet distance, FVD) and the
+    label handling every such task shares.
 
     List it before `VideoTask` (its test hooks must come first) and call
     `init_generative_evaluation` in `__init__`. The task's video is in the signed range
@@ -104,6 +105,34 @@ class GenerativeEvaluation(GeneratesFromNoise):
     def sampling_record(self) -> dict[str, Any]:
         """How the clips were drawn, for the FVD record (a diffusion model's sampler settings)."""
         return asdict(self.sampling_options())
+
+    # -- labels --------------------------------------------------------------------------------
+
+    def labels_of(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The batch's labels for a class-conditional network (None for an unconditional one)."""
+        if self.num_classes == 0:
+            return None
+        if "label" not in batch:
+            raise ConfigError(
+                f"the network is class-conditional (model.net.num_classes={self.num_classes}) "
+                "but the data gives no labels: use labelled data or set model.net.num_classes=0."
+            )
+        return batch["label"]
+
+    def sampling_labels(self, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """Labels asked of `sample_clips`, on the task's device; refused in one sentence when
+        they do not fit the model (labels for an unconditional one, unknown classes)."""
+        if labels is None:
+            return None
+        if self.num_classes == 0:
+            raise ConfigError("this model is unconditional: sample it without labels.")
+        labels = labels.to(self.device).long()
+        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ConfigError(
+                f"labels must be class indices in [0, {self.num_classes - 1}], got "
+                f"{labels.tolist()}."
+            )
+        return labels
 
     # -- per-task additions --------------------------------------------------------------------
 

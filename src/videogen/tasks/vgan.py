@@ -124,17 +124,6 @@ class VganTask(ExampleVideos, GenerativeEvaluation, AdversarialTask):
             list(self.discriminator.named_parameters(prefix="discriminator")),
         ]
 
-    def labels_of(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """The batch's labels for a class-conditional model (None for an unconditional one)."""
-        if self.num_classes == 0:
-            return None
-        if "label" not in batch:
-            raise ConfigError(
-                f"the generator is class-conditional (model.net.num_classes={self.num_classes}) "
-                "but the data gives no labels: use labelled data or set model.net.num_classes=0."
-            )
-        return batch["label"]
-
     # ----- losses -----------------------------------------------------------------------------
     def generator_losses(
         self, fake_logits: torch.Tensor, mask: torch.Tensor
@@ -192,20 +181,6 @@ class VganTask(ExampleVideos, GenerativeEvaluation, AdversarialTask):
         self.step_schedulers()
 
     # ----- drawing clips ----------------------------------------------------------------------
-    def check_labels(self, labels: torch.Tensor | None) -> torch.Tensor | None:
-        """Labels on the task's device, refused (one sentence) when they do not fit the model."""
-        if labels is None:
-            return None
-        if self.num_classes == 0:
-            raise ConfigError("this model is unconditional: sample it without labels.")
-        labels = labels.to(self.device).long()
-        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise ConfigError(
-                f"labels must be class indices in [0, {self.num_classes - 1}], got "
-                f"{labels.tolist()}."
-            )
-        return labels
-
     @torch.no_grad()
     def draw(
         self, labels: torch.Tensor | None, count: int, generator: torch.Generator | None = None
@@ -213,7 +188,7 @@ class VganTask(ExampleVideos, GenerativeEvaluation, AdversarialTask):
         """`count` clips and their streams (the generator's ranges) from z ~ N(0, I) drawn with
         `generator` (on the CPU, so a seed gives the same clips on any device), in eval mode
         (BatchNorm with its running statistics)."""
-        labels = self.check_labels(labels)
+        labels = self.sampling_labels(labels)
         z = torch.randn(count, self.net.latent_dim, generator=generator).to(self.device)
         was_training = self.net.training
         self.net.eval()
