@@ -31,6 +31,8 @@ def first_test_metric(config: str) -> str:
         return "test/mse"
     if config.startswith(("latte", "uvit")):
         return "test/loss"
+    if config.startswith("vgan"):
+        return "test/motion_in_mask"
     return "test/psnr" if config.startswith("vid2vid") else "test/acc"
 
 
@@ -62,6 +64,8 @@ def test_every_model_config_trains_through_the_cli(model: str, data: str, tmp_pa
         assert 0.0 <= metrics["test/acc"] <= 1.0 and metrics["test/loss"] > 0
     elif first_test_metric(model) == "test/loss":  # a denoising MSE of unit-variance noise
         assert 0.0 < metrics["test/loss"] < 10
+    elif first_test_metric(model) == "test/motion_in_mask":  # a share of the clips' motion
+        assert 0.0 <= metrics["test/motion_in_mask"] <= 1 and 0.0 < metrics["test/d_real"] < 1
     elif first_test_metric(model) == "test/psnr":  # synthesised frames against the real ones
         assert 0.0 < metrics["test/psnr"] < 60 and metrics["test/warp_error"] >= 0
     else:  # a reconstruction error summed over a 3 x 32 x 32 frame
@@ -77,6 +81,7 @@ def tiny_dataset_overrides(experiment: str, tmp_path: Path) -> list[str]:
         "vit_synthetic",
         "vptr_synthetic_ae",
         "latte_synthetic",
+        "vgan_synthetic",
     ) or experiment.startswith("vid2vid"):
         return TINY_DATA
     root = tmp_path / "data"

@@ -47,6 +47,7 @@ TINY = {
     "vid2vid": "vid2vid_tiny",
     "latte": "latte_tiny",
     "uvit": "uvit_tiny",
+    "vgan": "vgan_tiny",
 }
 OVERRIDES = {
     "vit_b16": [
@@ -61,7 +62,7 @@ OVERRIDES = {
 SAME_TASK_AS_ANOTHER_RUN = {"uvit_tiny"}
 RUNS = sorted({TINY.get(name, name) for name in config_names("model")} - SAME_TASK_AS_ANOTHER_RUN)
 # Tasks with several players: each backward pass leaves some parameters out.
-GAN_RUNS = {"vptr_ae_tiny", "vid2vid_tiny"}
+GAN_RUNS = {"vptr_ae_tiny", "vid2vid_tiny", "vgan_tiny"}
 # BatchNorm running statistics: without sync batchnorm (GPUs only) each rank updates its own
 # from its own batches; DDP broadcasts rank zero's at the start of every training step.
 PER_RANK_BUFFERS = ("running_mean", "running_var")

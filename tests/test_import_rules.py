@@ -76,7 +76,7 @@ FAMILY_FILES = [path for path in sources(MODELS) if family_of(module_name(path))
 
 def test_the_families_are_found() -> None:
     families = {family_of(module_name(path)) for path in FAMILY_FILES}
-    assert {"vit", "vivit", "vptr", "vid2vid", "diffusion"} <= families
+    assert {"vit", "vivit", "vptr", "vid2vid", "diffusion", "vgan"} <= families
 
 
 @pytest.mark.parametrize("path", FAMILY_FILES, ids=lambda p: module_name(p))

@@ -6,8 +6,9 @@ A generative checkpoint (diffusion, GAN) makes new clips from noise, with no dat
         eta=0 guidance=4 seed=0
 
 writes one file per clip (its class in the name; `labels` are given to the clips in turn, all
-classes when null) and a grid of all of them, reproducible from the seed, with a progress bar
-over the sampling steps. `sampler`, `steps`, `eta` and `guidance` default to the model's settings.
+classes when null; beside the clip, any panels the model adds, such as VGAN's background,
+foreground and mask streams) and a grid of all the clips, reproducible from the seed, with a
+progress bar over the sampling steps. `sampler`, `steps`, `eta` and `guidance` default to the model's settings.
 
 Other checkpoints:
 Each example is one video whose frames put the task's panels side by side (prediction:
@@ -100,24 +101,26 @@ def generate_from_noise(
             return track(list(steps), description=description)
 
         batch_labels = None if labels is None else labels[start : start + count]
-        clips.append(
-            task.sample_clips(batch_labels, count, options, generator, progress).float().cpu()
-        )
-    videos = torch.cat(clips)
+        panels = task.sample_panels(batch_labels, count, options, generator, progress)
+        clips.append({name: video.float().cpu() for name, video in panels.videos.items()})
+    streams = {name: torch.cat([chunk[name] for chunk in clips]) for name in clips[0]}
+    videos = streams["generated"]
     output_dir = Path(cfg.output_dir)
     scale = upscale_factor(videos.shape[-2], cfg.min_height)
     written = []
-    for index, clip in enumerate(videos):
+    for index in range(num_videos):
         name = f"clip_{index:03d}" + ("" if labels is None else f"_class{int(labels[index])}")
-        frames = side_by_side({"generated": clip}, videos.shape[1], scale)
+        one = {panel: video[index] for panel, video in streams.items()}
+        frames = side_by_side(one, videos.shape[1], scale)
         for suffix in formats:
             written.append(write_video(output_dir / f"{name}.{suffix}", frames, fps=cfg.fps))
     tiled = grid(videos, math.ceil(math.sqrt(num_videos)), scale)
     for suffix in formats:
         written.append(write_video(output_dir / f"grid.{suffix}", tiled, fps=cfg.fps))
     log.info(
-        "Wrote %d clips and their grid (%s) to %s, seed %d%s",
+        "Wrote %d clips (panels left to right: %s) and their grid (%s) to %s, seed %d%s",
         num_videos,
+        " | ".join(streams),
         "/".join(formats),
         output_dir,
         int(cfg.seed),

@@ -3,9 +3,9 @@ frozen VAE's latent space or in pixels, sampled with DDPM or DDIM and classifier
 
 The process (noise schedule, loss, samplers) is `models.diffusion.GaussianDiffusion`; this task
 adds the data side (pixels to latents), label dropout for guidance, validation samples and the
-offline test: clips sampled per class, judged by a trained videogen classifier
-(`test/judge_acc`, `test/judge_fd`) and, with a local feature network file, a Fréchet video
-distance. Exponential moving-average weights come from Lightning's `EMAWeightAveraging` callback
+offline test (tasks/generative_eval.py, shared with the GAN task): clips sampled per class,
+judged by a trained videogen classifier (`test/judge_acc`, `test/judge_fd`) and, with a local
+feature network file, a Fréchet video distance. Exponential moving-average weights come from Lightning's `EMAWeightAveraging` callback
 (conf/model/latte.yaml adds it): they are what validation samples with and what checkpoints hold
 as `state_dict`, so evaluate and generate use them.
 """
@@ -13,9 +13,7 @@ as `state_dict`, so evaluate and generate use them.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, replace
 from typing import Any, ClassVar
 
 import torch
@@ -23,30 +21,21 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from videogen.data.latent_cache import read_manifest
 from videogen.errors import ConfigError
-from videogen.metrics.fvd import (
-    FVDDetector,
-    FVDProtocol,
-    balanced_subset,
-    draw_real_clips,
-    write_fvd_record,
-)
-from videogen.metrics.synthesis import frechet_distance
 from videogen.models.build import is_restoring
 from videogen.models.diffusion import SAMPLERS, SPACINGS, GaussianDiffusion, VideoDenoiser
 from videogen.tasks.base import VideoTask
 from videogen.tasks.frozen_vae import FrozenVAE, vae_config_from_folder
-from videogen.tasks.judge import Judge
-from videogen.tasks.protocols import ExampleVideos, GeneratesFromNoise, Panels, SamplingOptions
+from videogen.tasks.generative_eval import (
+    GENERATIVE_EVAL_OPTIONS,
+    GenerativeEvaluation,
+    signed_to_unit,
+)
+from videogen.tasks.protocols import ExampleVideos, Panels, SamplingOptions
 
 log = logging.getLogger(__name__)
 
 
-def signed_to_unit(video: torch.Tensor) -> torch.Tensor:
-    """Video in [-1, 1] (the task's pixel range, a VAE's output) -> float in [0, 1]."""
-    return ((video.float() + 1) / 2).clamp(0, 1)
-
-
-class DiffusionTask(ExampleVideos, GeneratesFromNoise, VideoTask):
+class DiffusionTask(ExampleVideos, GenerativeEvaluation, VideoTask):
     """Train `net(x_t, t, labels)` to denoise video (or its VAE latents); sample clips from it.
 
     `diffusion` configures the process (models/diffusion/process.py; `learn_sigma` follows the
@@ -67,12 +56,7 @@ class DiffusionTask(ExampleVideos, GeneratesFromNoise, VideoTask):
         "eta",
         "guidance",
         "spacing",
-        "samples_per_class",
-        "sample_batch_size",
-        "judge_ckpt",
-        "fvd_network_path",
-        "fvd",
-        "sample_seed",
+        *GENERATIVE_EVAL_OPTIONS,
     )
 
     def __init__(
@@ -126,18 +110,10 @@ class DiffusionTask(ExampleVideos, GeneratesFromNoise, VideoTask):
         )
         self.sampler, self.sample_steps, self.eta = sampler, sample_steps, eta
         self.guidance, self.spacing = guidance, spacing
-        self.samples_per_class = samples_per_class
-        self.sample_batch_size = sample_batch_size
-        self.judge_ckpt, self.fvd_network_path = judge_ckpt, fvd_network_path
-        self.fvd = dict(fvd or {})
-        self.sample_seed = sample_seed
         self.sampling_options()  # refuse bad settings now, not after training
-        self.fvd_protocol()  # likewise the FVD protocol's
-        self.judge: Judge | None = None
-        self.fvd_detector: FVDDetector | None = None
-        self.real_features: list[torch.Tensor] = []
-        self.real_fvd_features: list[torch.Tensor] = []
-        self.real_fvd_labels: list[torch.Tensor] = []
+        self.init_generative_evaluation(
+            samples_per_class, sample_batch_size, judge_ckpt, fvd_network_path, fvd, sample_seed
+        )
 
     # -- sizes and spaces ---------------------------------------------------------------------
 
@@ -184,17 +160,6 @@ class DiffusionTask(ExampleVideos, GeneratesFromNoise, VideoTask):
         return (count, self.net.num_frames, self.net.in_channels, height, width)
 
     # -- training -----------------------------------------------------------------------------
-
-    def labels_of(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """The batch's labels for a class-conditional network (None for an unconditional one)."""
-        if self.num_classes == 0:
-            return None
-        if "label" not in batch:
-            raise ConfigError(
-                f"the network is class-conditional (model.net.num_classes={self.num_classes}) "
-                "but the data gives no labels: use labelled data or set model.net.num_classes=0."
-            )
-        return batch["label"]
 
     def diffusion_loss(
         self,
@@ -284,15 +249,7 @@ class DiffusionTask(ExampleVideos, GeneratesFromNoise, VideoTask):
         progress: Callable[[Iterator], Iterator] | None = None,
     ) -> torch.Tensor:
         options = options or self.sampling_options()
-        if labels is not None:
-            labels = labels.to(self.device).long()
-            if self.num_classes == 0:
-                raise ConfigError("this model is unconditional: sample it without labels.")
-            if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-                raise ConfigError(
-                    f"labels must be class indices in [0, {self.num_classes - 1}], got "
-                    f"{labels.tolist()}."
-                )
+        labels = self.sampling_labels(labels)
         was_training = self.net.training
         self.net.eval()
         try:
@@ -322,207 +279,9 @@ class DiffusionTask(ExampleVideos, GeneratesFromNoise, VideoTask):
         generated = self.sample_clips(labels, real.shape[0], generator=generator)
         return Panels({"real": real, "generated": generated})
 
-    # -- test: judge, Fréchet distances -------------------------------------------------------
-
-    def on_test_epoch_start(self) -> None:
-        self.judge = Judge(self.judge_ckpt) if self.judge_ckpt else None
-        if self.judge is None:
-            rank_zero_only(log.warning)(
-                "No judge: test/judge_acc and test/judge_fd are not reported; set "
-                "model.judge_ckpt to a videogen classifier checkpoint trained on this data."
-            )
-        self.fvd_detector = self.load_fvd_detector()
-        self.real_features = []
-        self.real_fvd_features = []
-        self.real_fvd_labels = []
+    # -- test: judge, Fréchet distances and FVD (tasks/generative_eval.py) ----------------------
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self.evaluation_loss(batch, batch_idx, "test")
-        if "video" not in batch:
-            return
-        real = signed_to_unit(self.batch_video(batch))
-        if self.judge is not None:
-            self.real_features.append(self.judge(real)[1].cpu())
-        if self.fvd_detector is not None:
-            self.real_fvd_features.append(self.fvd_detector.features(real))
-            if "label" in batch:
-                self.real_fvd_labels.append(batch["label"].cpu())
-
-    def test_labels(self) -> torch.Tensor | None:
-        """The classes of the clips the test samples: `samples_per_class` of each class, or
-        that many unconditional clips."""
-        if self.samples_per_class < 2:
-            raise ConfigError(
-                f"model.samples_per_class must be at least 2 (a Fréchet distance needs two "
-                f"clips), got {self.samples_per_class}."
-            )
-        if self.num_classes == 0:
-            return None
-        return torch.arange(self.num_classes).repeat_interleave(self.samples_per_class)
-
-    def on_test_epoch_end(self) -> None:
-        """Sample the test clips (each rank its share), judge them, and log the figures."""
-        if self.judge is None and self.fvd_detector is None:
-            return
-        labels = self.test_labels()
-        total = self.samples_per_class if labels is None else labels.numel()
-        # Said now, before the sampling: how many generated clips the FVD scores.
-        fvd_count = self.fvd_generated_count(total) if self.fvd_detector is not None else 0
-        world, rank = self.trainer.world_size, self.global_rank
-        share = math.ceil(total / world)
-        indices = torch.arange(rank * share, (rank + 1) * share).clamp_max(total - 1)
-        valid = torch.arange(rank * share, (rank + 1) * share) < total
-        logits, features, fvd_features = [], [], []
-        options = self.sampling_options()
-        for chunk in indices.split(self.sample_batch_size):
-            generator = torch.Generator().manual_seed(self.sample_seed * 100003 + int(chunk[0]))
-            chunk_labels = None if labels is None else labels[chunk]
-            # At the trainer's precision, like the test steps (bf16 autocast halves the
-            # sampling time on a CPU with bf16 matmuls).
-            with self.trainer.precision_plugin.forward_context():
-                clips = self.sample_clips(chunk_labels, chunk.numel(), options, generator)
-            if self.judge is not None:
-                chunk_logits, chunk_features = self.judge(clips)
-                logits.append(chunk_logits.cpu())
-                features.append(chunk_features.cpu())
-            if self.fvd_detector is not None:
-                fvd_features.append(self.fvd_detector.features(clips))
-        gathered = self.gather_rows
-        if self.judge is not None:
-            generated_features = gathered(torch.cat(features), valid)
-            real_features = gathered(torch.cat(self.real_features), None)
-            self.log(
-                "test/judge_fd",
-                frechet_distance(real_features, generated_features),
-                rank_zero_only=True,
-            )
-            if labels is not None:
-                predicted = gathered(torch.cat(logits), valid).argmax(1)
-                accuracy = (predicted == labels[: predicted.shape[0]]).float().mean()
-                self.log("test/judge_acc", accuracy, rank_zero_only=True)
-        if self.fvd_detector is not None:
-            generated = gathered(torch.cat(fvd_features).float(), valid)
-            self.log_fvd(generated, labels, total, fvd_count)
-        self.log("test/generated_clips", float(total), rank_zero_only=True)
-
-    # -- FVD under a written-down protocol --------------------------------------------------
-
-    def fvd_protocol(self) -> FVDProtocol:
-        """The configured FVD protocol: `model.fvd` with the detector `model.fvd_network_path`."""
-        return FVDProtocol.from_dict({**self.fvd, "detector_path": self.fvd_network_path})
-
-    def load_fvd_detector(self) -> FVDDetector | None:
-        """The protocol's detector, loaded and hashed (None, with a warning, when no file is
-        set); "auto" real-clip sampling resolved: per class for a class-conditional model."""
-        if self.fvd_network_path is None:
-            rank_zero_only(log.warning)(
-                "No FVD detector: test/fvd is not reported; set model.fvd_network_path to a "
-                "TorchScript video network such as StyleGAN-V's i3d_torchscript.pt (none ships "
-                "with videogen)."
-            )
-            return None
-        protocol = self.fvd_protocol()
-        if protocol.real_sampling == "auto":
-            sampling = "per_class" if self.num_classes > 0 else "uniform"
-            protocol = replace(protocol, real_sampling=sampling)
-        if self.net.num_frames < protocol.frames:
-            raise ConfigError(
-                f"model.fvd.frames={protocol.frames}, but this model makes "
-                f"{self.net.num_frames}-frame clips: set model.fvd.frames={self.net.num_frames} "
-                "(a different protocol from the 16-frame one)."
-            )
-        detector = FVDDetector(protocol)
-        rank_zero_only(log.info)(
-            "FVD detector %s sha256 %s", self.fvd_network_path, detector.sha256
-        )
-        rank_zero_only(log.info)("%s", detector.protocol.describe())
-        return detector
-
-    def fvd_generated_count(self, total: int) -> int:
-        """How many of the `total` test samples the FVD scores: the protocol's count, or all
-        of them when they are fewer (said in the log)."""
-        assert self.fvd_detector is not None
-        wanted = self.fvd_detector.protocol.generated_clips
-        if total >= wanted:
-            rank_zero_only(log.info)(
-                "FVD: %d generated clips, the protocol's count (of the %d the test samples).",
-                wanted,
-                total,
-            )
-            return wanted
-        per_class = math.ceil(wanted / max(self.num_classes, 1))
-        rank_zero_only(log.warning)(
-            "FVD: %d generated clips, all the test samples (model.samples_per_class=%d), fewer "
-            "than the protocol's %d: set model.samples_per_class=%d for the protocol's count.",
-            total,
-            self.samples_per_class,
-            wanted,
-            per_class,
-        )
-        return total
-
-    def log_fvd(
-        self, generated: torch.Tensor, labels: torch.Tensor | None, total: int, count: int
-    ) -> None:
-        """Log test/fvd over `count` of the `total` generated clips and the clip counts, and
-        write the protocol record (rank zero)."""
-        assert self.fvd_detector is not None
-        protocol = self.fvd_detector.protocol
-        # A class-balanced subset of the class-ordered samples when not all of them count.
-        generated = generated[balanced_subset(labels, total, count)]
-        real = self.gather_rows(torch.cat(self.real_fvd_features).float(), None)
-        real_labels = None
-        if protocol.real_sampling == "per_class" and self.real_fvd_labels:
-            real_labels = self.gather_rows(torch.cat(self.real_fvd_labels), None)
-        elif protocol.real_sampling == "per_class":
-            rank_zero_only(log.warning)(
-                "model.fvd.real_sampling=per_class, but the test data has no labels: the real "
-                "clips are drawn uniformly (and recorded so)."
-            )
-            protocol = replace(protocol, real_sampling="uniform")
-            self.fvd_detector.protocol = protocol
-        test_clips = real.shape[0]
-        real = real[
-            draw_real_clips(
-                real_labels,
-                test_clips,
-                protocol.real_clips,
-                protocol.real_sampling,
-                self.sample_seed,
-            )
-        ]
-        value = frechet_distance(real, generated)
-        self.log("test/fvd", value, rank_zero_only=True)
-        self.log("test/fvd_generated_clips", float(generated.shape[0]), rank_zero_only=True)
-        self.log("test/fvd_real_clips", float(real.shape[0]), rank_zero_only=True)
-        if not self.trainer.is_global_zero:
-            return
-        record = self.fvd_detector.record(
-            generated.shape[0],
-            real.shape[0],
-            value,
-            test_clips=test_clips,
-            samples=total,
-            sample_seed=self.sample_seed,
-            sampling=asdict(self.sampling_options()),
-        )
-        path = write_fvd_record(record, self.trainer.default_root_dir)
-        for logger in self.loggers:
-            logger.log_hyperparams({"fvd_protocol": record})
-        log.info(
-            "test/fvd %.4g on %d generated and %d real clips; protocol record: %s",
-            value,
-            generated.shape[0],
-            real.shape[0],
-            path,
-        )
-
-    def gather_rows(self, rows: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-        """Rows of every rank, in rank order (only the `valid` ones where given)."""
-        if self.trainer.world_size == 1:
-            return rows if valid is None else rows[valid]
-        gathered = self.all_gather(rows.to(self.device)).flatten(0, 1).cpu()
-        if valid is None:
-            return gathered
-        mask = self.all_gather(valid.to(self.device)).flatten(0, 1).cpu()
-        return gathered[mask]
+        if "video" in batch:
+            self.collect_real_clips(batch)

@@ -79,3 +79,16 @@ class GeneratesFromNoise(abc.ABC):
     ) -> torch.Tensor:
         """`count` clips (count, T, C, H, W) in [0, 1], of the classes `labels` (count,) (None:
         unconditional), every random draw from `generator`; `progress` wraps the step loop."""
+
+    def sample_panels(
+        self,
+        labels: torch.Tensor | None,
+        count: int,
+        options: SamplingOptions | None = None,
+        generator: torch.Generator | None = None,
+        progress: Callable[[Iterator], Iterator] | None = None,
+    ) -> Panels:
+        """What `generate` writes for `count` new clips, panels side by side: "generated" (the
+        clips of `sample_clips`, always first), and in a model that has more to show (VGAN's
+        background, foreground and mask streams) panels of the same draw after it."""
+        return Panels({"generated": self.sample_clips(labels, count, options, generator, progress)})

@@ -1,0 +1,26 @@
+"""Where a generated clip moves: the frame-to-frame change inside and outside a mask.
+
+For a layered generator (VGAN's m * f + (1 - m) * b over a static background) the motion should
+be where the mask is: a model whose mask collapses to 0 moves nothing, one whose foreground
+leaks through a weak mask moves outside it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def motion_inside_mask(
+    video: torch.Tensor, mask: torch.Tensor, threshold: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per clip, (the frame-to-frame change where the mask is above `threshold`, all of it).
+
+    `video` (B, T, C, H, W) and `mask` (B, T, 1, H, W). The change between frames t and t + 1
+    is |x_{t+1} - x_t| summed over channels; it counts as inside where the mask of either frame
+    is above the threshold (a moving object leaves one place and enters another). Returns two
+    (B,) float64 tensors; their ratio (summed over clips) is the share of motion in the mask.
+    """
+    change = (video[:, 1:].double() - video[:, :-1].double()).abs().sum(dim=2)
+    covered = torch.maximum(mask[:, 1:], mask[:, :-1]).squeeze(2) > threshold
+    inside = (change * covered).flatten(1).sum(dim=1)
+    return inside, change.flatten(1).sum(dim=1)
