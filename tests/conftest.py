@@ -119,6 +119,15 @@ def one_thread_per_cli_run() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="session")
+def judge_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A classifier checkpoint on clips of the size the generation tests use (their judge),
+    trained once for every test that needs one."""
+    run_dir = tmp_path_factory.mktemp("judge")
+    assert_ok(run_cli("videogen", *FAST_RUN, f"hydra.run.dir={run_dir}", cwd=run_dir))
+    return run_dir
+
+
 def write_tiny_vae(folder: Path, seed: int = 0) -> None:
     """A random AutoencoderKL saved as users have the SD VAE (config.json + weights)."""
     from diffusers import AutoencoderKL

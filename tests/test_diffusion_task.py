@@ -44,14 +44,6 @@ def latte_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
-@pytest.fixture(scope="module")
-def judge_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A classifier checkpoint on clips of the same size (the judge)."""
-    run_dir = tmp_path_factory.mktemp("judge")
-    assert_ok(run_cli("videogen", *FAST_RUN, f"hydra.run.dir={run_dir}", cwd=run_dir))
-    return run_dir
-
-
 def test_training_keeps_ema_weights_and_the_raw_ones(latte_run: Path) -> None:
     checkpoint = read_checkpoint(latte_run / "checkpoints" / "last.ckpt")
     ema, raw = checkpoint["state_dict"], checkpoint["current_model_state"]

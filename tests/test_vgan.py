@@ -276,14 +276,6 @@ def vgan_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
-@pytest.fixture(scope="module")
-def judge_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A classifier checkpoint on clips of the same size (the judge)."""
-    run_dir = tmp_path_factory.mktemp("judge")
-    assert_ok(run_cli("videogen", *FAST_RUN, f"hydra.run.dir={run_dir}", cwd=run_dir))
-    return run_dir
-
-
 def test_training_logs_both_players_and_the_streams(vgan_run: Path) -> None:
     metrics = metrics_of(vgan_run)
     for name in ("g_loss", "d_loss", "g_adversarial", "mask_l1", "mask_mean", "d_real", "d_fake"):
