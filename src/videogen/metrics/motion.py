@@ -24,3 +24,10 @@ def motion_inside_mask(
     covered = torch.maximum(mask[:, 1:], mask[:, :-1]).squeeze(2) > threshold
     inside = (change * covered).flatten(1).sum(dim=1)
     return inside, change.flatten(1).sum(dim=1)
+
+
+def motion_share(inside: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+    """The share of all the clips' motion that is inside the mask, from the per-clip sums of
+    `motion_inside_mask` (0 when nothing moves)."""
+    total = moving.sum()
+    return torch.where(total > 0, inside.sum() / total.clamp_min(1e-12), torch.zeros_like(total))

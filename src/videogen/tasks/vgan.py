@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from videogen.errors import ConfigError
-from videogen.metrics.motion import motion_inside_mask
+from videogen.metrics.motion import motion_inside_mask, motion_share
 from videogen.models.build import build_network
 from videogen.models.vgan import (
     FAKE,
@@ -47,6 +47,11 @@ def softmax_gan_loss(logits: torch.Tensor, target: int) -> torch.Tensor:
     """The paper's loss: cross-entropy of the 2-way (fake, real) logits towards `target`."""
     targets = torch.full((logits.shape[0],), target, dtype=torch.long, device=logits.device)
     return F.cross_entropy(logits.float(), targets)
+
+
+def real_probability(logits: torch.Tensor) -> torch.Tensor:
+    """D's mean probability of "real" over a batch of 2-way logits (0.5: a stand-off)."""
+    return logits.detach().float().softmax(1)[:, REAL].mean()
 
 
 def stream_statistics(output: TwoStreamOutput) -> dict[str, torch.Tensor]:
@@ -168,8 +173,8 @@ class VganTask(ExampleVideos, GenerativeEvaluation, AdversarialTask):
                 self.step(opt_d, d_loss)
             logged["d_loss"] = d_loss
             # D's probability of "real" for real and generated clips: 0.5 / 0.5 is a stand-off.
-            logged["d_real"] = real_logits.detach().float().softmax(1)[:, REAL].mean()
-            logged["d_fake"] = fake_logits.detach().float().softmax(1)[:, REAL].mean()
+            logged["d_real"] = real_probability(real_logits)
+            logged["d_fake"] = real_probability(fake_logits)
         logged["skipped_steps"] = torch.tensor(float(self.skipped_steps))
         self.log(
             "train/g_loss", logged.pop("g_loss").detach(), prog_bar=True, batch_size=batch_size
@@ -249,10 +254,10 @@ class VganTask(ExampleVideos, GenerativeEvaluation, AdversarialTask):
         output = self.draw(labels, real.shape[0], generator)
         inside, moving = motion_inside_mask(signed_to_unit(output.video), output.mask)
         values = {
-            "d_real": self.discriminator(real, labels).float().softmax(1)[:, REAL].mean(),
-            "d_fake": self.discriminator(output.video, labels).float().softmax(1)[:, REAL].mean(),
+            "d_real": real_probability(self.discriminator(real, labels)),
+            "d_fake": real_probability(self.discriminator(output.video, labels)),
             "mask_mean": output.mask.float().mean(),
-            "motion_in_mask": inside.sum() / moving.sum().clamp_min(1e-12),
+            "motion_in_mask": motion_share(inside, moving),
         }
         for name, value in values.items():
             self.log(f"{split}/{name}", value, batch_size=real.shape[0], sync_dist=True)
@@ -265,12 +270,7 @@ class VganTask(ExampleVideos, GenerativeEvaluation, AdversarialTask):
             return
         real = self.batch_video(batch)
         logits = self.discriminator(real, self.labels_of(batch))
-        self.log(
-            "test/d_real",
-            logits.float().softmax(1)[:, REAL].mean(),
-            batch_size=real.shape[0],
-            sync_dist=True,
-        )
+        self.log("test/d_real", real_probability(logits), batch_size=real.shape[0], sync_dist=True)
         self.collect_real_clips(batch)
 
     def sampling_record(self) -> dict[str, Any]:
@@ -295,12 +295,10 @@ class VganTask(ExampleVideos, GenerativeEvaluation, AdversarialTask):
         """test/motion_in_mask: the share of the frame-to-frame change of the generated clips
         that falls where the mask is above 0.5 (0 when nothing moves); test/motion: that change
         per pixel and frame step; test/mask_mean."""
-        moving = float(statistics["motion"].sum())
+        moving = statistics["motion"]
         steps = max(self.net.num_frames - 1, 1) * self.net.img_size[0] * self.net.img_size[1]
         return {
-            "test/motion_in_mask": float(statistics["motion_inside"].sum()) / moving
-            if moving > 0
-            else 0.0,
-            "test/motion": moving / (statistics["motion"].numel() * steps),
+            "test/motion_in_mask": float(motion_share(statistics["motion_inside"], moving)),
+            "test/motion": float(moving.sum()) / (moving.numel() * steps),
             "test/mask_mean": float(statistics["mask_mean"].mean()),
         }
