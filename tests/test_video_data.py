@@ -22,7 +22,15 @@ from tests.video_files import (
     write_video,
 )
 from videogen.data import sampling, transforms
-from videogen.data.decode import VideoDecodeError, open_video, read_clip
+from videogen.data.decode import (
+    READERS,
+    VideoDecodeError,
+    check_decoder,
+    decoder_order,
+    installed,
+    open_video,
+    read_clip,
+)
 from videogen.data.kinetics import KineticsDataModule, clip_file_name
 from videogen.data.ssv2 import SomethingSomethingV2DataModule
 from videogen.errors import ConfigError, DataError
@@ -69,6 +77,87 @@ def test_unreadable_files_raise_a_typed_error_with_the_path(tmp_path: Path) -> N
         with pytest.raises(VideoDecodeError, match=reason) as info:
             read_clip(path, [0, 1])
         assert info.value.path == str(path)
+
+
+needs_torchcodec = pytest.mark.skipif(
+    not installed("torchcodec"),
+    reason="torchcodec (pip install 'videogen[torchcodec]') or FFmpeg's libraries are missing",
+)
+
+
+@needs_torchcodec
+@pytest.mark.parametrize(
+    ("codec", "suffix"), [("libx264", ".mp4"), ("mpeg4", ".avi"), ("libvpx-vp9", ".webm")]
+)
+@pytest.mark.parametrize("short_side", [None, 24])
+def test_every_decoder_reads_the_same_frames(
+    tmp_path: Path, codec: str, suffix: str, short_side: int | None
+) -> None:
+    """torchcodec, decord and PyAV, each alone: same frame count, shapes and pixels (the
+    colour conversion and resize filters may differ by a few levels)."""
+    path = write_video(tmp_path / f"v{suffix}", make_frames(20), codec)
+    indices = [0, 7, 19, 7, 3]
+    clips = {}
+    for name, reader_cls in READERS.items():
+        try:
+            reader = reader_cls(str(path), short_side)
+        except Exception:
+            assert name == "decord" and suffix == ".webm"  # decord cannot open some VP9
+            continue
+        with reader:
+            assert reader.num_frames == 20, name
+            clips[name] = reader.read(indices).astype(np.int16)
+    assert "torchcodec" in clips and "pyav" in clips
+    expected_shape = (5, 24, 32, 3) if short_side else (5, 48, 64, 3)
+    for name, clip in clips.items():
+        assert clip.shape == expected_shape, name
+        assert brightness(clip) == pytest.approx([frame_value(t) for t in indices], abs=3), name
+        assert np.abs(clip - clips["pyav"]).mean() < 3, name
+
+
+@needs_torchcodec
+def test_the_chosen_decoder_reads_first_and_others_catch_its_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_video(tmp_path / "v.mp4", make_frames(6))
+    with open_video(path, decoder="torchcodec") as reader:
+        assert isinstance(reader, READERS["torchcodec"])
+    with open_video(path) as reader:  # auto: the fastest installed first
+        assert isinstance(reader, READERS[decoder_order("auto")[0]])
+
+    def broken(self: object, path: str, short_side: int | None = None) -> None:
+        raise RuntimeError("cannot open")
+
+    monkeypatch.setattr(READERS["torchcodec"], "__init__", broken)
+    with open_video(path, decoder="torchcodec") as reader:  # read all the same, by another
+        assert not isinstance(reader, READERS["torchcodec"])
+        assert brightness(reader.read([5])) == pytest.approx([frame_value(5)], abs=3)
+
+
+def test_decoder_choice_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert check_decoder("auto") == "auto" and check_decoder("pyav") == "pyav"
+    with pytest.raises(ConfigError, match="data.decoder='ffmpeg' is not one of auto, decord"):
+        check_decoder("ffmpeg")
+    monkeypatch.setattr("videogen.data.decode.installed", lambda name: name != "torchcodec")
+    with pytest.raises(ConfigError, match=r"torchcodec cannot be imported here: pip install"):
+        check_decoder("torchcodec")
+    assert "torchcodec" not in decoder_order("auto")
+    assert decoder_order("pyav") == ["pyav", "decord"]
+
+
+@needs_torchcodec
+def test_a_datamodule_reads_the_same_clips_with_each_decoder(tmp_path: Path) -> None:
+    write_kinetics(tmp_path / "k", "list")
+    videos = {}
+    for decoder in ("decord", "torchcodec", "pyav"):
+        module = KineticsDataModule(
+            root=str(tmp_path / "k"), num_classes=3, decoder=decoder, **SMALL
+        )
+        module.setup("validate")
+        videos[decoder] = torch.cat([b["video"] for b in module.val_dataloader()]).short()
+    for decoder in ("torchcodec", "pyav"):
+        assert videos[decoder].shape == videos["decord"].shape
+        assert (videos[decoder] - videos["decord"]).abs().float().mean() < 3, decoder
 
 
 # --- sampling and transforms -----------------------------------------------------------------
@@ -405,3 +494,46 @@ def test_the_crops_of_one_test_clip_share_one_decode(
     for index in range(len(test)):
         test[index]
     assert len(opened) == 3 * 2  # one decode per temporal clip, not per view
+
+
+# --- loader workers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("requested", "processes", "cores", "chosen"),
+    [
+        ("auto", 1, 2, 1),  # this machine: one core for the training loop, one worker
+        ("auto", 1, 1, 0),  # a single core: load in the training process
+        ("auto", 2, 16, 7),  # two processes share 16 cores
+        ("auto", 1, 64, 8),  # capped
+        (4, 1, 2, 2),  # more workers than cores is lowered to the cores
+        (4, 1, 16, 4),  # a count that fits is kept
+        (0, 4, 2, 0),
+    ],
+)
+def test_worker_count_follows_the_machine(
+    requested: int | str, processes: int, cores: int, chosen: int
+) -> None:
+    from videogen.data.base import choose_num_workers
+
+    assert choose_num_workers(requested, processes, cores) == chosen
+
+
+def test_worker_count_is_said_once_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from videogen.data.base import available_cores
+
+    root = tmp_path / "kinetics"
+    module = KineticsDataModule(root=str(root), **{**SMALL, "num_workers": "auto"})
+    with caplog.at_level("INFO"):
+        first, again = module.num_workers, module.num_workers
+    assert first == again == max(0, min(8, available_cores() - 1))
+    said = [r.getMessage() for r in caplog.records if "worker(s) per process" in r.getMessage()]
+    assert len(said) == 1 and "data.num_workers=auto" in said[0], said
+
+
+@pytest.mark.parametrize("value", [-1, "four", 2.5, True])
+def test_a_bad_worker_count_is_refused(value: object) -> None:
+    with pytest.raises(ConfigError, match="data.num_workers must be 'auto' or an integer"):
+        KineticsDataModule(root="unused", **{**SMALL, "num_workers": value})

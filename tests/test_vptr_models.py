@@ -275,19 +275,54 @@ class Recorder:
 
 
 @pytest.mark.parametrize("horizon", [1, 3, 9])
-def test_far_predict_refines_each_step_and_slides_its_window(horizon: int) -> None:
+@pytest.mark.parametrize("cached", [False, True])
+def test_far_predict_refines_each_step_and_slides_its_window(horizon: int, cached: bool) -> None:
     far = tiny_far(trained_frames=6).eval()  # at most 5 input frames
     assert far.max_input_frames == 5
     recorder = Recorder()
     far.register_forward_pre_hook(recorder.hook)
     context = torch.rand(2, 3, 32, 4, 4)
-    predicted = far.predict(context, horizon, refine=recorder.refine)
+    predicted = far.predict(context, horizon, refine=recorder.refine, cached=cached)
     assert predicted.shape == (2, horizon, 32, 4, 4)
     assert recorder.refined == [1] * (horizon - 1)  # once per fed-back step, one frame each
-    assert recorder.inputs == [min(3 + t, 5) for t in range(horizon)]
+    if cached:
+        # The context once, then one frame per step until the window (5) is full; from then
+        # on the window slides and is recomputed whole.
+        assert recorder.inputs == [3] + [1 if 3 + t <= 5 else 5 for t in range(1, horizon)]
+    else:
+        assert recorder.inputs == [min(3 + t, 5) for t in range(horizon)]
     # The first step is the last output of one pass over the context.
     recorder.inputs.clear()
     torch.testing.assert_close(predicted[:, :1], far(context)[:, -1:])
+
+
+@pytest.mark.parametrize("relative_position", [False, True])
+def test_far_cached_prediction_equals_the_full_recompute(relative_position: bool) -> None:
+    """The key / value cache changes the cost, not the outputs: 9 frames from 3, through a
+    window of 5, so the run covers the cached steps, the full window and the slide."""
+    far = tiny_far(trained_frames=6, relative_position=relative_position).eval()
+    context = torch.rand(2, 3, 32, 4, 4)
+
+    def refine(features: torch.Tensor) -> torch.Tensor:
+        return features.flip(-1) * 0.9
+
+    cached = far.predict(context, 9, refine=refine, cached=True)
+    full = far.predict(context, 9, refine=refine, cached=False)
+    torch.testing.assert_close(cached, full, rtol=1e-5, atol=1e-5)
+
+
+def test_far_incremental_forward_equals_one_pass() -> None:
+    """Frames fed one or two at a time through the caches give the one-pass outputs."""
+    far = tiny_far().eval()
+    features = torch.rand(2, 5, 32, 4, 4)
+    caches = far.new_caches()
+    pieces = [
+        far(features[:, :2], caches),
+        far(features[:, 2:3], caches),
+        far(features[:, 3:], caches),
+    ]
+    assert [cache.length for cache in caches] == [5, 5]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), far(features), rtol=1e-5, atol=1e-5)
 
 
 def test_far_predict_feeds_back_refined_features() -> None:

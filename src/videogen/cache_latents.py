@@ -80,7 +80,7 @@ def encode_shard(
     """The shard of source clips `indices`: moments (and labels), the flipped copies after the
     originals; and how many source clips could not be read."""
     moments, labels, bad = [], [], 0
-    for batch in clip_batches(datamodule, indices, cfg.batch_size, cfg.data.num_workers):
+    for batch in clip_batches(datamodule, indices, cfg.batch_size, datamodule.num_workers):
         bad += len(batch.get("bad_videos", []))
         if "video" not in batch:
             continue

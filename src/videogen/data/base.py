@@ -114,6 +114,46 @@ def split_clip(
     return context_frames, future_frames
 
 
+# Loader workers `data.num_workers=auto` asks for at most: enough to keep one training process
+# fed from compressed video, few enough that their memory stays small.
+AUTO_WORKERS_CAP = 8
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: what SLURM or taskset grant)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def check_num_workers(value: Any) -> int | str:
+    """`data.num_workers` as given: "auto" or an integer >= 0."""
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(
+            f"data.num_workers must be 'auto' or an integer >= 0, got {value!r}: set "
+            "data.num_workers=auto (one fewer than the cores per process) or a count."
+        )
+    return value
+
+
+def choose_num_workers(requested: int | str, processes: int = 1, cores: int | None = None) -> int:
+    """Loader workers per training process for `data.num_workers`.
+
+    Each process's workers share the cores with the processes themselves, so "auto" leaves one
+    core per process for its training loop: cores // processes - 1, at most AUTO_WORKERS_CAP.
+    A count is kept unless it exceeds the cores a process has (more workers than cores only
+    adds switching and memory), in which case it is lowered to that.
+    """
+    cores = available_cores() if cores is None else cores
+    per_process = max(1, cores // max(1, processes))
+    if requested == "auto":
+        return max(0, min(AUTO_WORKERS_CAP, per_process - 1))
+    return min(int(requested), per_process)
+
+
 def use_pin_memory(option: bool | None, device: torch.device | None = None) -> bool:
     """Whether loaders pin their batches in page-locked memory (faster, asynchronous copies to
     the GPU): `option` if given; if None, when `device` (the run's) is a CUDA device, or, with
@@ -193,7 +233,7 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
         channels: int = 3,
         num_classes: int = 0,
         batch_size: int = 8,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         pin_memory: bool | None = None,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
@@ -211,7 +251,9 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
         self.channels = require_positive_int("data.channels", channels)
         self.num_classes = require_non_negative_int("data.num_classes", num_classes)
         self.batch_size = require_positive_int("data.batch_size", batch_size)
-        self.num_workers = require_non_negative_int("data.num_workers", num_workers)
+        # "auto" or a count, resolved against the machine when the first loader is built.
+        self.requested_workers = check_num_workers(num_workers)
+        self.chosen_workers: int | None = None
         self.pin_memory = pin_memory  # None: decided per run by `use_pin_memory`
         for key, stats in (("data.mean", mean), ("data.std", std)):
             if len(stats) != channels:
@@ -346,6 +388,22 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
         if trainer is not None:
             sampler.set_epoch(trainer.current_epoch)
         return sampler
+
+    @property
+    def num_workers(self) -> int:
+        """Loader workers per process: `data.num_workers` fitted to the cores (said once)."""
+        if self.chosen_workers is None:
+            processes = 1
+            if self.trainer is not None:
+                processes = max(1, self.trainer.world_size // max(1, self.trainer.num_nodes))
+            cores = available_cores()
+            self.chosen_workers = choose_num_workers(self.requested_workers, processes, cores)
+            rank_zero_info(
+                f"Data loading: {self.chosen_workers} worker(s) per process "
+                f"(data.num_workers={self.requested_workers}, {cores} cores available, "
+                f"{processes} process(es) on this machine)."
+            )
+        return self.chosen_workers
 
     def loader(self, split: str, shuffle: bool) -> DataLoader:
         """A DataLoader over `split`; Lightning adds a distributed sampler to unshuffled ones."""

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset, default_collate
 from videogen.config import require_positive_int
 from videogen.data import sampling, transforms
 from videogen.data.base import VideoDataModule
-from videogen.data.decode import VideoDecodeError, open_video
+from videogen.data.decode import VideoDecodeError, check_decoder, open_video
 from videogen.data.index_cache import cached_index, file_stamps
 from videogen.errors import ConfigError
 
@@ -60,6 +60,7 @@ class ClipOptions:
     target_fps: float | None = None
     short_video: str = "loop"
     decode_short_side: int | None = None
+    decoder: str = "auto"
     scale_jitter: tuple[float, float] = (0.9, 1.33)
     flip: bool = True
     colour_jitter: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -136,7 +137,7 @@ class VideoClipDataset(Dataset):
 
     def decode(self, path: str, view: int, rng: np.random.Generator | None = None) -> torch.Tensor:
         """The frames of the view's clip as uint8 (T, C, H, W)."""
-        with open_video(path, self.options.decode_short_side) as reader:
+        with open_video(path, self.options.decode_short_side, self.options.decoder) as reader:
             indices = self.frame_indices(reader.num_frames, reader.fps, view, rng)
             frames = reader.read(indices.tolist())
         return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
@@ -185,6 +186,7 @@ class VideoFileDataModule(VideoDataModule):
         target_fps: float | None = None,
         short_video: str = "loop",
         decode_short_side: int | None = None,
+        decoder: str = "auto",
         scale_jitter: Sequence[float] = (0.9, 1.33),
         flip: bool = True,
         colour_jitter: Sequence[float] = (0.0, 0.0, 0.0),
@@ -233,6 +235,7 @@ class VideoFileDataModule(VideoDataModule):
             target_fps=target_fps,
             short_video=short_video,
             decode_short_side=decode_short_side,
+            decoder=check_decoder(decoder),
             scale_jitter=tuple(scale_jitter),
             flip=flip,
             colour_jitter=tuple(colour_jitter),

@@ -1,14 +1,18 @@
 """Reading frames from video files and frame folders, with one typed error for unreadable input.
 
-decord is the fast path (exact frame access with `get_batch`, one thread per reader, opened per
-sample inside the worker). Files decord cannot open or decode (some VP9 webm) fall back to PyAV.
-A folder of PNG/JPG frames reads through the same interface. Frames come back as uint8
-(T, H, W, C) numpy arrays.
+Three decoders for files, chosen by `data.decoder`: decord (exact frame access with `get_batch`,
+one thread per reader, opened per sample inside the worker), torchcodec (PyTorch's decoder on
+the system's FFmpeg libraries, an optional extra) and PyAV (always installed, the slowest: it
+decodes from the start of the file). "auto" tries the installed ones fastest first, and a file
+one decoder cannot open or decode (decord and some VP9 webm) falls back to the next. A folder of
+PNG/JPG frames reads through the same interface. Frames come back as uint8 (T, H, W, C) numpy
+arrays.
 """
 
 from __future__ import annotations
 
 import abc
+import functools
 import logging
 import re
 from collections.abc import Sequence
@@ -16,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from videogen.errors import VideogenError
+from videogen.errors import ConfigError, VideogenError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")
@@ -121,6 +125,40 @@ class DecordReader(VideoReader):
         self.reader = None
 
 
+class TorchCodecReader(VideoReader):
+    """torchcodec-backed reader (exact seeks, one FFmpeg thread); resizes at decode time when a
+    short side is given, as decord does."""
+
+    def __init__(self, path: str, short_side: int | None = None) -> None:
+        from torchcodec.decoders import VideoDecoder
+
+        self.path = path
+        self.short_side = short_side
+        transforms = None
+        if short_side:
+            # The header's size is enough to plan the resize; "approximate" skips the scan.
+            header = VideoDecoder(path, seek_mode="approximate").metadata
+            size = (header.height, header.width)
+            if scaled_size(*size, short_side) != size:
+                from torchcodec.transforms import Resize
+
+                transforms = [Resize(scaled_size(*size, short_side))]
+        self.decoder = VideoDecoder(
+            path, dimension_order="NHWC", num_ffmpeg_threads=1, transforms=transforms
+        )
+        metadata = self.decoder.metadata
+        self.num_frames = len(self.decoder)
+        if self.num_frames == 0:
+            raise ValueError("no video frames")
+        self.fps = float(metadata.average_fps or 30.0)
+
+    def get_batch(self, indices: Sequence[int]) -> np.ndarray:
+        return self.decoder.get_frames_at(list(indices)).data.numpy()
+
+    def close(self) -> None:
+        self.decoder = None
+
+
 class PyAVReader(VideoReader):
     """PyAV fallback: decodes the stream once, keeping only the frames that are asked for."""
 
@@ -188,8 +226,64 @@ class FrameFolderReader(VideoReader):
         return np.stack(frames)
 
 
-def open_video(path: str | Path, short_side: int | None = None) -> VideoReader:
-    """Open a video file (decord, then PyAV) or a frame folder; raise VideoDecodeError if unreadable."""
+READERS: dict[str, type[VideoReader]] = {
+    "decord": DecordReader,
+    "torchcodec": TorchCodecReader,
+    "pyav": PyAVReader,
+}
+# "auto" tries the installed decoders in this order: the fastest first (benchmarks/RESULTS.md,
+# "Data loading": decord and torchcodec are close, PyAV decodes every frame up to the last one).
+AUTO_ORDER = ("decord", "torchcodec", "pyav")
+DECODERS = ("auto", *READERS)
+
+
+@functools.cache
+def installed(decoder: str) -> bool:
+    """Whether `decoder` imports here (torchcodec also needs FFmpeg's shared libraries)."""
+    try:
+        if decoder == "decord":
+            import decord  # noqa: F401
+        elif decoder == "torchcodec":
+            import torchcodec.decoders  # noqa: F401
+        else:
+            import av  # noqa: F401
+    except Exception:  # an ImportError, or torchcodec's RuntimeError when FFmpeg is missing
+        return False
+    return True
+
+
+def check_decoder(decoder: str) -> str:
+    """`data.decoder` if it is known and installed; a ConfigError that says what to do if not."""
+    if decoder not in DECODERS:
+        raise ConfigError(
+            f"data.decoder={decoder!r} is not one of {', '.join(DECODERS)}: pick one of them."
+        )
+    if decoder != "auto" and not installed(decoder):
+        hint = {
+            "torchcodec": "pip install 'videogen[torchcodec]' and FFmpeg's shared libraries "
+            "(apt install ffmpeg)",
+            "decord": "pip install decord",
+            "pyav": "pip install av",
+        }[decoder]
+        raise ConfigError(
+            f"data.decoder={decoder} but {decoder} cannot be imported here: {hint}, or set "
+            "data.decoder=auto."
+        )
+    return decoder
+
+
+def decoder_order(decoder: str = "auto") -> list[str]:
+    """The decoders a file is tried with, in order: the chosen one, then the other installed
+    ones fastest first (a file the chosen one cannot read is still read)."""
+    preferred = [] if decoder == "auto" else [decoder]
+    return preferred + [d for d in AUTO_ORDER if d not in preferred and installed(d)]
+
+
+def open_video(
+    path: str | Path, short_side: int | None = None, decoder: str = "auto"
+) -> VideoReader:
+    """Open a video file (with `decoder`, falling back to the other installed decoders) or a
+    frame folder; raise VideoDecodeError if unreadable."""
     path = Path(path)
     if not path.exists():
         raise VideoDecodeError(path, "the file does not exist")
@@ -198,7 +292,7 @@ def open_video(path: str | Path, short_side: int | None = None) -> VideoReader:
     if path.stat().st_size == 0:
         raise VideoDecodeError(path, "the file is empty (0 bytes)")
     errors = []
-    for reader_cls in (DecordReader, PyAVReader):
+    for reader_cls in (READERS[name] for name in decoder_order(decoder)):
         try:
             return reader_cls(str(path), short_side)
         except VideoDecodeError:
@@ -209,8 +303,11 @@ def open_video(path: str | Path, short_side: int | None = None) -> VideoReader:
 
 
 def read_clip(
-    path: str | Path, indices: Sequence[int], short_side: int | None = None
+    path: str | Path,
+    indices: Sequence[int],
+    short_side: int | None = None,
+    decoder: str = "auto",
 ) -> np.ndarray:
     """Decode the frames at `indices` of one video as uint8 (T, H, W, C); the reader is released after."""
-    with open_video(path, short_side) as reader:
+    with open_video(path, short_side, decoder) as reader:
         return reader.read(indices)

@@ -98,6 +98,7 @@ RESUME_FREE_KEYS = frozenset(
         "data.index_cache",
         "data.index_cache_dir",
         "data.num_workers",
+        "data.decoder",
         "data.pin_memory",
         "data.batch_size",
         "data.max_bad_fraction",

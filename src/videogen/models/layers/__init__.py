@@ -12,6 +12,7 @@ from videogen.models.layers.attention import (
     CrossAttention,
     FactorisedDotProductAttention,
     Grid,
+    KeyValueCache,
 )
 from videogen.models.layers.blocks import (
     Block,
@@ -55,6 +56,7 @@ __all__ = [
     "FactorisedSelfAttentionBlock",
     "FrameLayerNorm",
     "Grid",
+    "KeyValueCache",
     "LabelEmbedding",
     "Mlp",
     "PatchDiscriminator",

@@ -220,11 +220,54 @@ class CrossAttention(nn.Module):
         value: torch.Tensor,
         bias: torch.Tensor | None = None,
         causal: bool = False,
+        cache: KeyValueCache | None = None,
     ) -> torch.Tensor:
-        """(N, Lq, D), (N, Lk, D), (N, Lk, D) -> (N, Lq, D)."""
+        """(N, Lq, D), (N, Lk, D), (N, Lk, D) -> (N, Lq, D).
+
+        With a `cache` (causal self-attention over a growing sequence, one entry per call), the
+        projected keys and values are appended to those of the earlier calls and the queries
+        attend to all of them, each up to its own position: the same outputs as one causal pass
+        over the whole sequence, for the cost of the new positions only.
+        """
         q = self.split_heads(self.q_proj(query))
         k = self.split_heads(self.k_proj(key))
         v = self.split_heads(self.v_proj(value))
+        if cache is not None:
+            seen = cache.length
+            k, v = cache.append(k, v)
+            # Query i sits at position seen + i and sees keys 0 .. seen + i.
+            bias = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device)
+            bias = bias.tril(diagonal=seen)
+            causal = False
         dropout = self.attn_drop_rate if self.training else 0.0
         out = scaled_dot_product(q, k, v, mask=bias, dropout_p=dropout, causal=causal)
         return self.out_proj(out.transpose(1, 2).flatten(2))
+
+
+class KeyValueCache:
+    """The projected keys and values one causal attention layer has seen so far, (N, h, L, d).
+
+    Incremental decoding: each call of the layer appends its new positions' keys and values, so
+    earlier positions are never recomputed. `clear()` starts a new sequence.
+    """
+
+    def __init__(self) -> None:
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        """How many positions are cached."""
+        return 0 if self.keys is None else self.keys.shape[-2]
+
+    def append(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add new positions' keys and values; return all cached keys and values."""
+        if self.keys is not None:
+            keys = torch.cat([self.keys, keys], dim=-2)
+            values = torch.cat([self.values, values], dim=-2)
+        self.keys, self.values = keys, values
+        return keys, values
+
+    def clear(self) -> None:
+        """Forget every cached position."""
+        self.keys = self.values = None

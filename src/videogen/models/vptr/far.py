@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from videogen.models.layers import init_weights, run_blocks, sincos_1d
+from videogen.models.layers import KeyValueCache, init_weights, run_blocks, sincos_1d
 from videogen.models.vptr.vidhrformer import VidHRFormerBlock
 
 Refine = Callable[[torch.Tensor], torch.Tensor]
@@ -65,13 +65,25 @@ class VPTRFAR(nn.Module):
         self.norm = nn.LayerNorm(feature_dim)
         init_weights(self, "xavier")
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Output t is the predicted features of frame t + 1, computed from inputs 0..t only."""
+    def forward(
+        self, features: torch.Tensor, caches: list[KeyValueCache] | None = None
+    ) -> torch.Tensor:
+        """Output t is the predicted features of frame t + 1, computed from inputs 0..t only.
+
+        With `caches` (one per block, from `new_caches`) `features` are the frames after those
+        already cached and are added to the caches: each call costs its own frames only.
+        """
         x = features.permute(0, 1, 3, 4, 2)
-        position = sincos_1d(x.shape[1], self.feature_dim).to(x)
-        x = run_blocks(
-            self.blocks, x, position, checkpointing=self.grad_checkpointing and self.training
-        )
+        if caches is not None:
+            seen = caches[0].length
+            position = sincos_1d(seen + x.shape[1], self.feature_dim)[seen:].to(x)
+            for block, cache in zip(self.blocks, caches, strict=True):
+                x = block(x, position, cache)
+        else:
+            position = sincos_1d(x.shape[1], self.feature_dim).to(x)
+            x = run_blocks(
+                self.blocks, x, position, checkpointing=self.grad_checkpointing and self.training
+            )
         # Encoder features are post-ReLU, so predictions are kept in the same range.
         return F.relu(self.norm(x)).permute(0, 1, 4, 2, 3)
 
@@ -104,21 +116,44 @@ class VPTRFAR(nn.Module):
             inputs = torch.cat([features[:, :context], fed_back], dim=1)
         return self(inputs), 1
 
+    def new_caches(self) -> list[KeyValueCache]:
+        """One empty key / value cache per block, for incremental `forward` calls."""
+        return [KeyValueCache() for _ in self.blocks]
+
     @torch.no_grad()
     def predict(
-        self, context: torch.Tensor, horizon: int, refine: Refine | None = None
+        self,
+        context: torch.Tensor,
+        horizon: int,
+        refine: Refine | None = None,
+        cached: bool = True,
     ) -> torch.Tensor:
         """Predict `horizon` future frames' features from `context` (B, Tp, D, h, w).
 
         Each prediction is passed through `refine` (decode then re-encode, in VPTR) before it
         is fed back, so inference sees features like those of real frames.
+
+        `cached` keeps every block's temporal keys and values of the frames already run, so a
+        fed-back frame costs one frame of compute (the attention is causal: earlier frames'
+        activations do not change when a frame is appended). Once the window is full, it slides
+        and is recomputed whole (the position codes of its frames change). `cached=False`
+        recomputes the window for every frame; the outputs are the same up to float rounding.
         """
         inputs = context
+        caches = self.new_caches() if cached else None
+        window = inputs[:, -self.max_input_frames :]
+        output = self(window, caches)
         predictions = []
         for step in range(horizon):
-            prediction = self(inputs[:, -self.max_input_frames :])[:, -1:]
+            prediction = output[:, -1:]
             predictions.append(prediction)
-            if step + 1 < horizon:  # the last prediction is never fed back
-                fed_back = refine(prediction) if refine else prediction
-                inputs = torch.cat([inputs, fed_back], dim=1)
+            if step + 1 == horizon:  # the last prediction is never fed back
+                break
+            fed_back = refine(prediction) if refine else prediction
+            inputs = torch.cat([inputs, fed_back], dim=1)
+            if caches is not None and caches[0].length < self.max_input_frames:
+                output = self(fed_back, caches)
+            else:
+                caches = self.new_caches() if cached else None
+                output = self(inputs[:, -self.max_input_frames :], caches)
         return torch.cat(predictions, dim=1)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from videogen.models.layers import CrossAttention, FrameLayerNorm, Mlp, sincos_2d
+from videogen.models.layers import CrossAttention, FrameLayerNorm, KeyValueCache, Mlp, sincos_2d
 
 # The width every attention here splits into heads is the autoencoder's feature size.
 WIDTH_KEY = "the autoencoder's feature_dim"
@@ -198,13 +198,24 @@ class VidHRFormerBlock(nn.Module):
         self.mlp = Mlp(dim, hidden, drop_rate, output_dropout=False)
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, temporal_position: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        temporal_position: torch.Tensor,
+        cache: KeyValueCache | None = None,
+    ) -> torch.Tensor:
+        """x (B, T, H, W, D), `temporal_position` (T, D) -> (B, T, H, W, D).
+
+        With a `cache` (causal blocks only) x holds the frames after those already cached, and
+        their temporal attention also sees the cached frames: everything else in the block is
+        per frame, so the output equals that of the whole sequence at these frames.
+        """
         batch, _, height, width, _ = x.shape
         x = x + self.drop_path(self.spatial_attention(self.norm1(x)))
         x = x + self.drop_path(self.conv_ffn(self.norm2(x)))
         y = per_position(self.norm3(x))
         keys = y + temporal_position
-        y = self.temporal_attention(keys, keys, y, causal=self.causal)
+        y = self.temporal_attention(keys, keys, y, causal=self.causal, cache=cache)
         x = x + self.drop_path(per_frame(y, batch, height, width))
         return x + self.drop_path(self.mlp(self.norm4(x)))
 
