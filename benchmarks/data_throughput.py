@@ -4,7 +4,8 @@ Writes a small Kinetics-style dataset of real h264 mp4 files (list-file layout) 
 folder, then measures in one process:
 - raw: decord.VideoReader(num_threads=1).get_batch(indices) for each video's centre clip;
 - loader: the `val` DataLoader of KineticsDataModule (open, sample, decode, resize, crop,
-  collate) over the same clips, with 0, 1 and 2 workers.
+  collate) over the same clips, with 0, 1 and 2 workers (decord), then with 0 workers and each
+  other installed decoder (`data.decoder=torchcodec`, `pyav`).
 The ratio loader(0 workers) / raw is the data layer's overhead on one worker (target >= 0.8).
 
     python -m benchmarks.data_throughput [--videos 32] [--frames 96] [--size 320x240]
@@ -13,15 +14,19 @@ The ratio loader(0 workers) / raw is the data layer's overhead on one worker (ta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import decord
 import numpy as np
+import torch
 
-from benchmarks.common import Table, fmt
+from benchmarks.common import Table, fmt, synchronize
 from videogen.data import sampling
+from videogen.data.decode import installed
 from videogen.data.kinetics import KineticsDataModule
 
 
@@ -60,9 +65,28 @@ def raw_decode(paths: list[Path], num_frames: int, stride: int) -> float:
     return len(paths) / (time.perf_counter() - start)
 
 
-def loader_speed(root: Path, workers: int, args: argparse.Namespace) -> float:
+@contextlib.contextmanager
+def dataset_folder(args: argparse.Namespace) -> Iterator[Path]:
+    """A temporary folder holding the benchmark's videos (`write_dataset`)."""
+    width, height = (int(v) for v in args.size.split("x"))
+    with tempfile.TemporaryDirectory() as tmp:
+        write_dataset(Path(tmp), args.videos, args.frames, width, height)
+        yield Path(tmp)
+
+
+def loader_speed(
+    root: Path,
+    workers: int | str,
+    args: argparse.Namespace,
+    decoder: str = "decord",
+    pin_memory: bool = False,
+    device: str = "cpu",
+) -> float:
+    """Clips/s of the `val` loader; with a CUDA `device`, each batch is also copied there."""
     dm = KineticsDataModule(
         str(root),
+        decoder=decoder,
+        pin_memory=pin_memory,
         num_classes=5,
         num_frames=args.num_frames,
         frame_stride=args.stride,
@@ -75,8 +99,14 @@ def loader_speed(root: Path, workers: int, args: argparse.Namespace) -> float:
     )
     dm.setup("validate")
     loader = dm.val_dataloader()
+    target = torch.device(device)
     start = time.perf_counter()
-    clips = sum(len(batch["video_index"]) for batch in loader)
+    clips = 0
+    for batch in loader:
+        clips += len(batch["video_index"])
+        if target.type != "cpu":
+            batch["video"].to(target, non_blocking=pin_memory)
+    synchronize(target)
     return clips / (time.perf_counter() - start)
 
 
@@ -95,15 +125,26 @@ def table(args: argparse.Namespace | None = None) -> Table:
     """Raw decode and the loader with 0, 1 and 2 workers over the same clips, as a table."""
     args = args or parse([])
     width, height = (int(v) for v in args.size.split("x"))
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        paths = write_dataset(root, args.videos, args.frames, width, height)
+    with dataset_folder(args) as root:
+        paths = sorted((root / "val").glob("*.mp4"))
         raw_decode(paths[:4], args.num_frames, args.stride)  # warm the page cache
         raw = raw_decode(paths, args.num_frames, args.stride)
         rows = [["raw decord decode (1 thread)", fmt(raw, 1), "1.00x"]]
         for workers in (0, 1, 2):
             speed = loader_speed(root, workers, args)
             rows.append([f"loader, {workers} workers", fmt(speed, 1), f"**{speed / raw:.2f}x**"])
+        for decoder in ("torchcodec", "pyav"):
+            if not installed(decoder):
+                rows.append([f"loader, 0 workers, data.decoder={decoder}", "not installed", ""])
+                continue
+            speed = loader_speed(root, 0, args, decoder)
+            rows.append(
+                [
+                    f"loader, 0 workers, data.decoder={decoder}",
+                    fmt(speed, 1),
+                    f"**{speed / raw:.2f}x**",
+                ]
+            )
     return Table(
         "Data loader vs raw decode",
         ["pipeline", "clips/s", "ratio to raw"],
@@ -111,7 +152,9 @@ def table(args: argparse.Namespace | None = None) -> Table:
         f"{args.videos} h264 videos of {width}x{height}, {args.frames} frames; clips of "
         f"{args.num_frames} frames at stride {args.stride}, resized to short side "
         f"{args.short_side} and centre-cropped to 224 (Kinetics datamodule, `val` loader). The "
-        "0-worker ratio is the data layer's own overhead (target >= 0.8).",
+        "0-worker ratio is the data layer's own overhead (target >= 0.8); the decoder rows "
+        "read the same clips with torchcodec and with PyAV instead of decord (torchcodec target "
+        ">= 0.9x decord's loader row).",
     )
 
 

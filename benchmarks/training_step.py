@@ -245,14 +245,15 @@ class GeneratorTrainingStep(nn.Module):
 
 
 class LatteTrainingStep(nn.Module):
-    """Latte-S/2 as trained: noising, the class-conditional network, the hybrid loss."""
+    """Latte-S/2 (or `size`) as trained: noising, the class-conditional network, the hybrid
+    loss."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: str = "S") -> None:
         # Imported here: the revisions benchmark runs this file against older checkouts.
         from videogen.models.diffusion import GaussianDiffusion, Latte
 
         super().__init__()
-        self.net = Latte(16, 32, 4, 2, size="S", num_classes=101, learn_sigma=True)
+        self.net = Latte(16, 32, 4, 2, size=size, num_classes=101, learn_sigma=True)
         self.process = GaussianDiffusion(learn_sigma=True)
 
     def forward(self, latents: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -263,12 +264,39 @@ class LatteTrainingStep(nn.Module):
         return self.process.training_loss(output, latents, noise, t, x_t)["loss"].mean()
 
 
+class VganTrainingStep(nn.Module):
+    """One VGAN iteration's arithmetic at the paper's size (32 x 64 x 64 clips, z in R^100):
+    D on real and on generated clips, G through D. One loss and one backward stand in for the
+    alternating updates (the same forward and backward passes, not the same gradients)."""
+
+    def __init__(self) -> None:
+        from videogen.models.vgan.discriminator import ClipDiscriminator
+        from videogen.models.vgan.generator import TwoStreamGenerator
+
+        super().__init__()
+        self.generator = TwoStreamGenerator()
+        self.discriminator = ClipDiscriminator()
+
+    def forward(self, z: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        fake = self.generator(z).video
+        real_target = torch.ones(len(z), dtype=torch.long, device=z.device)
+        d_loss = F.cross_entropy(self.discriminator(real).float(), real_target) + F.cross_entropy(
+            self.discriminator(fake.detach()).float(), 1 - real_target
+        )
+        return d_loss + F.cross_entropy(self.discriminator(fake).float(), real_target)
+
+
 def paper_case(name: str, batch: int, device: torch.device) -> Case:
-    if name == "latte_s":  # Latte-S/2 on 16 x 4 x 32 x 32 latents (16 frames at 256 x 256)
-        batch = max(batch, 2)
+    if name in ("latte_s", "latte_xl"):  # Latte-S/2 or XL/2 on 16 x 4 x 32 x 32 latents
+        batch = max(batch, 2)  # (16 frames at 256 x 256 through the SD VAE)
         latents = torch.randn(batch, 16, 4, 32, 32, device=device)
         labels = torch.randint(0, 101, (batch,), device=device)
-        return Case(LatteTrainingStep(), (latents, labels), lambda loss: loss, batch)
+        size = name.removeprefix("latte_").upper()
+        return Case(LatteTrainingStep(size), (latents, labels), lambda loss: loss, batch)
+    if name == "vgan":  # the paper's VGAN, 32 frames of 64x64
+        z = torch.randn(batch, 100, device=device)
+        real = torch.rand(batch, 32, 3, 64, 64, device=device) * 2 - 1
+        return Case(VganTrainingStep(), (z, real), lambda loss: loss, batch)
     if name == "vivit_b_fe":  # ViViT-B/16x2, factorised encoder, 32 frames at 224 (K400 setting)
         d = dict(frames=32, image=224, patch=16, tubelet=2, dim=768, depth=12, temporal=4, heads=12)
         video = torch.randn(batch, 32, 3, 224, 224, device=device)

@@ -96,3 +96,58 @@ def test_the_latte_spatial_path_has_diffusers_dit_dims() -> None:
     t, labels = torch.tensor([1, 500]), torch.tensor([0, 7])
     with torch.no_grad():
         assert ours(x, t, labels).shape == theirs(x, timestep=t, class_labels=labels).sample.shape
+
+
+def test_ddp_benchmark_synchronises_the_ranks() -> None:
+    """Two gloo processes on different batches end with the same weights: the all-reduce ran
+    (without it each rank's AdamW step would follow its own gradients)."""
+    from benchmarks import ddp_scaling
+
+    args = ddp_scaling.parse(["--case", "vit", "--device", "cpu", "--dtype", "float32"])
+    args.warmup, args.steps, args.batch, args.timeout = 0, 1, 2, 300
+    result = ddp_scaling.run(args, 2)
+    first, second = result["checksums"]
+    assert first == pytest.approx(second, rel=1e-9)
+    assert result["clips_per_s"] > 0
+
+
+def test_gpu_script_refuses_a_machine_without_cuda() -> None:
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu"], cwd=repo, capture_output=True, text=True
+    )
+    assert proc.returncode != 0
+    assert "no CUDA device here; run it on a GPU machine" in proc.stderr
+
+
+def test_gpu_script_reports_each_part_and_survives_a_failing_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked on the CPU: the results file holds the header and every part's outcome, a
+    part that raises is reported as failed and the next part still runs."""
+    from benchmarks import gpu
+
+    def broken(*args: object, **kwargs: object) -> common.Table:
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(gpu, "training_table", broken)
+    monkeypatch.setattr(gpu, "ddp_table", lambda: common.Table("DDP scaling", ["GPUs"], [["0"]]))
+    out = tmp_path / "RESULTS-gpu.md"
+    gpu.main(["--device", "cpu", "--out", str(out), "--parts", "training,ddp"])
+    text = out.read_text()
+    assert "matmul peak (bf16)" in text
+    assert "## training\n\nfailed: RuntimeError: out of memory" in text
+    assert "### DDP scaling" in text and "Total:" in text
+
+
+def test_vgan_paper_case_trains_both_networks() -> None:
+    case = training_step.paper_case("vgan", 1, torch.device("cpu"))
+    case.loss(case.model(*case.inputs)).backward()
+    for net in (case.model.generator, case.model.discriminator):
+        assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+    assert case.inputs[1].shape == (1, 32, 3, 64, 64)

@@ -68,6 +68,36 @@ def test_the_background_stream_is_one_image_in_every_frame() -> None:
     assert not torch.equal(out.foreground[:, 0], out.foreground[:, 1])
 
 
+def test_resize_upsampling_keeps_the_streams_and_draws_no_even_odd_flicker() -> None:
+    """`upsample=resize`: the same clip shapes and stream contract; a constant input to the
+    foreground trunk gives frames that differ only at the clip's ends (zero padding), where
+    the paper's stride-2 transposed convs alternate between even and odd frames."""
+    flicker = {}
+    for mode in ("transposed", "resize"):
+        net = tiny_generator(upsample=mode)
+        out = net(torch.randn(2, 100))
+        assert out.video.shape == (2, 8, 3, 32, 32) and out.mask.shape == (2, 8, 1, 32, 32)
+        assert out.background.stride(1) == 0 and 0 <= out.mask.min() <= out.mask.max() <= 1
+        # One temporal-doubling layer of each kind on a map that is constant over time.
+        layer = upsampling_layer(mode)
+        torch.manual_seed(0)
+        torch.nn.init.normal_(layer.weight if mode == "transposed" else layer[1].weight)
+        frames = layer(torch.ones(1, 4, 4, 8, 8))[0, :, 2:-2]  # (C, T, H, W) away from the ends
+        flicker[mode] = (frames[:, 1:] - frames[:, :-1]).abs().max().item()
+    assert flicker["resize"] < 1e-5 < flicker["transposed"]
+
+
+def upsampling_layer(mode: str) -> torch.nn.Module:
+    from videogen.models.vgan.generator import upsampling
+
+    return upsampling(4, 4, doubles_time=True, bias=False, mode=mode)
+
+
+def test_an_unknown_upsampling_is_refused() -> None:
+    with pytest.raises(ConfigError, match="model.net.upsample='bilinear' is not one of"):
+        TwoStreamGenerator(**{**TINY_NET, "upsample": "bilinear"})
+
+
 def test_the_mask_is_in_the_unit_interval_with_one_channel() -> None:
     net = tiny_generator()
     mask = net(torch.randn(4, 100) * 5).mask

@@ -33,9 +33,33 @@ class TwoStreamOutput:
     mask: torch.Tensor
 
 
-def upsampling(in_channels: int, out_channels: int, doubles_time: bool, bias: bool) -> nn.Module:
-    """A 3D transposed conv doubling height and width, and time if `doubles_time` (else a
-    temporal kernel of 3 keeps the frame count)."""
+UPSAMPLING = ("transposed", "resize")
+
+
+def upsampling(
+    in_channels: int,
+    out_channels: int,
+    doubles_time: bool,
+    bias: bool,
+    mode: str = "transposed",
+    dims: int = 3,
+) -> nn.Module:
+    """A layer doubling height and width, and (3D) time if `doubles_time`.
+
+    "transposed" (the paper's): a stride-2 transposed conv, kernel 4 (a temporal kernel of 3
+    keeps the frame count). "resize": nearest-neighbour upsampling then a kernel-3 conv, which
+    cannot draw the checkerboard that overlapping transposed kernels draw (Odena et al. 2016);
+    in time that checkerboard is flicker between even and odd frames.
+    """
+    if mode == "resize":
+        scale = (2 if doubles_time else 1, 2, 2) if dims == 3 else 2
+        conv = nn.Conv3d if dims == 3 else nn.Conv2d
+        return nn.Sequential(
+            nn.Upsample(scale_factor=scale, mode="nearest"),
+            conv(in_channels, out_channels, 3, 1, 1, bias=bias),
+        )
+    if dims == 2:
+        return nn.ConvTranspose2d(in_channels, out_channels, 4, 2, 1, bias=bias)
     kernel, stride, padding = (4, 2, 1) if doubles_time else ((3, 4, 4), (1, 2, 2), 1)
     return nn.ConvTranspose3d(in_channels, out_channels, kernel, stride, padding, bias=bias)
 
@@ -47,7 +71,9 @@ class TwoStreamGenerator(nn.Module):
     (`base_channels` at the finest stage, doubling towards the coarsest, at most
     `max_channels`). Other sizes follow `sizes.plan_clip`. `num_classes` > 0 appends a learned
     `label_dim`-d embedding of the label to z (0: unconditional, as in the paper). `mask_bias`:
-    the mask head's initial bias (0: the paper's initialisation).
+    the mask head's initial bias (0: the paper's initialisation). `upsample`: "transposed"
+    convs (the paper's) or "resize" (nearest upsampling and a conv, see `upsampling`) in every
+    doubling of both streams.
     """
 
     def __init__(
@@ -62,8 +88,14 @@ class TwoStreamGenerator(nn.Module):
         label_dim: int = 16,
         mask_bias: float = 0.0,
         init: str = "gan",
+        upsample: str = "transposed",
     ) -> None:
         super().__init__()
+        if upsample not in UPSAMPLING:
+            raise ConfigError(
+                f"model.net.upsample={upsample!r} is not one of {', '.join(UPSAMPLING)}: pick "
+                "one of them."
+            )
         if latent_dim < 1 or num_classes < 0 or (num_classes and label_dim < 1):
             raise ConfigError(
                 f"model.net.latent_dim ({latent_dim}) and, for a class-conditional model, "
@@ -95,31 +127,35 @@ class TwoStreamGenerator(nn.Module):
         ]
         for stage in range(1, self.plan.stages):
             background += [
-                nn.ConvTranspose2d(widths[stage - 1], widths[stage], 4, 2, 1, bias=False),
+                upsampling(widths[stage - 1], widths[stage], True, False, upsample, dims=2),
                 norm_layer("batch", widths[stage], dims=2),
                 nn.ReLU(inplace=True),
             ]
             doubles = self.plan.doubles_time(stage - 1)
             foreground += [
-                upsampling(widths[stage - 1], widths[stage], doubles, bias=False),
+                upsampling(widths[stage - 1], widths[stage], doubles, False, upsample),
                 norm_layer("batch", widths[stage], dims=3),
                 nn.ReLU(inplace=True),
             ]
-        background += [nn.ConvTranspose2d(widths[-1], out_channels, 4, 2, 1), nn.Tanh()]
+        background += [
+            upsampling(widths[-1], out_channels, True, True, upsample, dims=2),
+            nn.Tanh(),
+        ]
         self.background = nn.Sequential(*background)
         self.foreground = nn.Sequential(*foreground)
         last_doubles = self.plan.doubles_time(self.plan.stages - 1)
         self.video_head = nn.Sequential(
-            upsampling(widths[-1], out_channels, last_doubles, bias=True), nn.Tanh()
+            upsampling(widths[-1], out_channels, last_doubles, True, upsample), nn.Tanh()
         )
         self.mask_head = nn.Sequential(
-            upsampling(widths[-1], 1, last_doubles, bias=True), nn.Sigmoid()
+            upsampling(widths[-1], 1, last_doubles, True, upsample), nn.Sigmoid()
         )
         init_weights(self, init)
         # The mask's starting logit: 0 (the paper's init) opens it halfway everywhere; a
         # negative value starts it mostly closed, so that the static background explains the
         # scene first and the foreground opens the mask only where something moves.
-        nn.init.constant_(self.mask_head[0].bias, mask_bias)
+        mask_conv = [m for m in self.mask_head.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+        nn.init.constant_(mask_conv[-1].bias, mask_bias)
 
     def code(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """z with the label embedding appended (class-conditional models) -> (B, code_dim)."""
