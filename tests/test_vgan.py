@@ -361,7 +361,10 @@ def test_generate_writes_each_clip_beside_its_streams(vgan_run: Path, tmp_path: 
         f"output_dir={out}",
         f"hydra.run.dir={tmp_path}",
     ]
-    assert_ok(run_cli("videogen.generate", *args, cwd=tmp_path))
+    result = run_cli("videogen.generate", *args, cwd=tmp_path)
+    assert_ok(result)
+    said = result.stdout + result.stderr
+    assert "drawn in one pass" in said and "sampler=" not in said  # no diffusion settings
     names = sorted(p.name for p in out.iterdir())
     assert names == [
         "clip_000_class2.gif",

@@ -124,7 +124,7 @@ def generate_from_noise(
         "/".join(formats),
         output_dir,
         int(cfg.seed),
-        f", {options}",
+        ", drawn in one pass" if task.one_pass else f", {options}",
     )
     return written
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -60,7 +61,10 @@ class SamplingOptions:
 
 class GeneratesFromNoise(abc.ABC):
     """A task that makes new clips from noise (diffusion, GANs): `generate` asks it for clips
-    of given classes, with no data. `num_classes` is 0 for an unconditional model."""
+    of given classes, with no data. `num_classes` is 0 for an unconditional model.
+    `one_pass`: the clips come from one forward pass (GANs), so sampler settings do not apply."""
+
+    one_pass: ClassVar[bool] = False
 
     num_classes: int
 

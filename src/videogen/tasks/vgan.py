@@ -77,6 +77,7 @@ class VganTask(ExampleVideos, GenerativeEvaluation, AdversarialTask):
     ...) are those of `GenerativeEvaluation` and may be changed on a trained model.
     """
 
+    one_pass: ClassVar[bool] = True  # G draws a clip in one forward pass
     pixel_range: ClassVar[str] = "signed"
     network_type: ClassVar[type | None] = TwoStreamGenerator
     runtime_options: ClassVar[tuple[str, ...]] = GENERATIVE_EVAL_OPTIONS
