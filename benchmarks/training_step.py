@@ -278,12 +278,14 @@ class VganTrainingStep(nn.Module):
         self.discriminator = ClipDiscriminator()
 
     def forward(self, z: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        from videogen.models.vgan import REAL
+        from videogen.tasks.vgan import VganTask, softmax_gan_loss
+
         fake = self.generator(z).video
-        real_target = torch.ones(len(z), dtype=torch.long, device=z.device)
-        d_loss = F.cross_entropy(self.discriminator(real).float(), real_target) + F.cross_entropy(
-            self.discriminator(fake.detach()).float(), 1 - real_target
+        d_loss = VganTask.discriminator_loss(
+            self.discriminator(real), self.discriminator(fake.detach())
         )
-        return d_loss + F.cross_entropy(self.discriminator(fake).float(), real_target)
+        return d_loss + softmax_gan_loss(self.discriminator(fake), REAL)
 
 
 def paper_case(name: str, batch: int, device: torch.device) -> Case:

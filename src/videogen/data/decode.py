@@ -17,6 +17,7 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -57,6 +58,8 @@ class VideoReader(abc.ABC):
     path: str
     num_frames: int
     fps: float
+    # A fast decoder that opens a file it then cannot decode hands it to PyAV (see `read`).
+    falls_back_to_pyav: ClassVar[bool] = False
 
     @abc.abstractmethod
     def get_batch(self, indices: Sequence[int]) -> np.ndarray:
@@ -73,7 +76,7 @@ class VideoReader(abc.ABC):
         except VideoDecodeError:
             raise
         except Exception as error:  # each backend raises its own types for a bad file
-            if not isinstance(self, PyAVReader) and not isinstance(self, FrameFolderReader):
+            if self.falls_back_to_pyav:
                 log.debug(
                     "%s failed on %s (%s); decoding with PyAV",
                     type(self).__name__,
@@ -106,6 +109,8 @@ def scaled_size(height: int, width: int, short_side: int | None) -> tuple[int, i
 class DecordReader(VideoReader):
     """decord-backed reader; resizes at decode time when a short side is given."""
 
+    falls_back_to_pyav = True
+
     def __init__(self, path: str, short_side: int | None = None) -> None:
         import decord
 
@@ -134,6 +139,8 @@ class DecordReader(VideoReader):
 class TorchCodecReader(VideoReader):
     """torchcodec-backed reader (exact seeks, one FFmpeg thread); resizes at decode time when a
     short side is given, as decord does."""
+
+    falls_back_to_pyav = True
 
     def __init__(self, path: str, short_side: int | None = None) -> None:
         from torchcodec.decoders import VideoDecoder
