@@ -37,7 +37,9 @@ from benchmarks.common import (
     run_child,
     seconds_per_call,
 )
+from videogen.models.vgan import REAL
 from videogen.tasks.base import to_channels_last, use_fused_optimizer
+from videogen.tasks.vgan import VganTask, softmax_gan_loss
 
 # Small dims that run in seconds on 2 CPU cores; a GPU run scales them up (see `DIMS`).
 CPU_DIMS = dict(
@@ -278,9 +280,6 @@ class VganTrainingStep(nn.Module):
         self.discriminator = ClipDiscriminator()
 
     def forward(self, z: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        from videogen.models.vgan import REAL
-        from videogen.tasks.vgan import VganTask, softmax_gan_loss
-
         fake = self.generator(z).video
         d_loss = VganTask.discriminator_loss(
             self.discriminator(real), self.discriminator(fake.detach())

@@ -133,7 +133,9 @@ def test_loaders_pin_memory_as_resolved_for_the_trainers_device(
     datamodule = SyntheticVideoDataModule(
         num_frames=2, height=8, width=8, train_size=2, val_size=2, test_size=2, pin_memory=option
     )
-    datamodule.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=device))
+    datamodule.trainer = SimpleNamespace(
+        strategy=SimpleNamespace(root_device=device), world_size=1, num_nodes=1
+    )
     assert datamodule.val_dataloader().pin_memory is pinned
 
 

@@ -395,8 +395,7 @@ class VideoDataModule(pl.LightningDataModule, abc.ABC):
         if self.chosen_workers is None:
             processes = 1
             if self.trainer is not None:
-                world = getattr(self.trainer, "world_size", 1)
-                processes = max(1, world // max(1, getattr(self.trainer, "num_nodes", 1)))
+                processes = max(1, self.trainer.world_size // max(1, self.trainer.num_nodes))
             cores = available_cores()
             self.chosen_workers = choose_num_workers(self.requested_workers, processes, cores)
             rank_zero_info(

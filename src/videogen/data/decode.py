@@ -3,8 +3,9 @@
 Three decoders for files, chosen by `data.decoder`: torchcodec (PyTorch's decoder on the
 system's FFmpeg libraries, an optional extra; exact seeks), decord (exact frame access with
 `get_batch`) and PyAV (always installed, the slowest: it decodes from the start of the file);
-each uses one thread per reader, opened per sample inside the worker. "auto" tries the installed ones fastest first, and a file
-one decoder cannot open or decode (decord and some VP9 webm) falls back to the next. A folder of
+each uses one thread per reader, opened per sample inside the worker. "auto" tries the installed
+ones fastest first, and a file one decoder cannot open or decode (decord and some VP9 webm)
+falls back to the next. A folder of
 PNG/JPG frames reads through the same interface. Frames come back as uint8 (T, H, W, C) numpy
 arrays.
 """
@@ -56,6 +57,7 @@ class VideoReader(abc.ABC):
     """Random access to the frames of one video."""
 
     path: str
+    short_side: int | None  # resized at decode time to this shorter side (None: as stored)
     num_frames: int
     fps: float
     # A fast decoder that opens a file it then cannot decode hands it to PyAV (see `read`).
