@@ -124,8 +124,9 @@ def test_the_builder_refuses_weights_for_a_network_that_cannot_take_them(tmp_pat
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("length", [8, 300])
 def test_attention_written_out_and_fused_agree_with_causal_and_masks(dtype, length) -> None:
-    """Short half-precision sequences on the CPU take the written-out path; it must give what
-    the fused kernel gives (bf16 tolerance), with a causal mask, a boolean and an additive mask."""
+    """Short sequences on the CPU (8 tokens) take the written-out path, long ones (300) the fused
+    kernel; both must give what the fused kernel gives in fp32 (bf16 tolerance), with a causal
+    mask, a boolean and an additive mask."""
     from videogen.models.layers.attention import scaled_dot_product
 
     torch.manual_seed(0)

@@ -19,12 +19,14 @@ from videogen.errors import ConfigError
 Grid = tuple[int, int]
 
 
-# On the CPU, PyTorch's fused attention is slow in bfloat16 / float16 on short sequences: with
-# torch 2.14 on an AMD EPYC (2 threads, bf16), forward + backward at 8 tokens took 40.8 ms against
-# 12.5 ms for softmax(q k^T) v written out, and 100 ms against 17.5 ms at 64 tokens; from 512
-# tokens the fused kernel is faster (and it never holds the N x N scores). Factorised video
-# attention (across frames, or over one frame's patches) is this short case.
-SHORT_SEQUENCE = 256
+# On the CPU, PyTorch's fused attention is slow on short sequences, where softmax(q k^T) v
+# written out is faster. Measured with torch 2.14 on an AMD EPYC (2 threads), forward + backward:
+# in bf16, 40.8 ms fused against 12.5 ms written out at 8 tokens and 100 against 17.5 ms at 64,
+# the fused kernel ahead from 512 tokens; in fp32 (6 heads of 64, ~1M values per tensor), 22.7
+# against 7.6 ms at 8 tokens, 13.2 against 8.9 at 32, 16.9 against 14.4 at 64, even at 128 and
+# behind from 160. Factorised video attention (across frames, or over one frame's patches) is
+# this short case. The fused kernel never holds the N x N scores, so it stays the default.
+SHORT_SEQUENCE = {torch.bfloat16: 256, torch.float16: 256, torch.float32: 64}
 
 
 def scaled_dot_product(
@@ -40,8 +42,7 @@ def scaled_dot_product(
     written out where the fused kernel is slow (see SHORT_SEQUENCE)."""
     written_out = (
         q.device.type == "cpu"
-        and q.dtype in (torch.bfloat16, torch.float16)
-        and k.shape[-2] <= SHORT_SEQUENCE
+        and k.shape[-2] <= SHORT_SEQUENCE.get(q.dtype, 0)
         and dropout_p == 0.0
     )
     if not written_out:

@@ -44,7 +44,9 @@ class PatchEmbedding(nn.Module):
         self.proj = nn.Conv2d(in_channels, embed_dim, self.patch_size, stride=self.patch_size)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.proj(images).flatten(2).transpose(1, 2)
+        # Contiguous: elementwise ops keep their first input's layout, so a transposed view here
+        # would carry through the residual stream and make every LayerNorm copy its input.
+        return self.proj(images).flatten(2).transpose(1, 2).contiguous()
 
 
 class TubeletEmbedding(nn.Module):
@@ -59,7 +61,8 @@ class TubeletEmbedding(nn.Module):
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         x = self.proj(video.transpose(1, 2))  # B, D, T', H', W'
-        return rearrange(x, "b d t h w -> b t (h w) d")
+        # Contiguous for the reason given in PatchEmbedding.forward.
+        return rearrange(x, "b d t h w -> b t (h w) d").contiguous()
 
 
 def unpatchify(
