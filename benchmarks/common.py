@@ -46,6 +46,27 @@ def seconds_per_call(
     return sorted(times)[len(times) // 2]
 
 
+def interleaved_seconds_per_call(
+    fns: dict[str, Callable[[], object]], device: torch.device, warmup: int = 1, repeats: int = 3
+) -> dict[str, float]:
+    """Median wall time of each of `fns`, calling them in turn (A B, then B A, ...) after
+    `warmup` untimed calls of each: on a shared machine whose speed drifts by 10% within a
+    minute, back-to-back calls see the same machine, where runs one after the other do not."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for index in range(repeats):
+        for name in names if index % 2 == 0 else reversed(names):
+            synchronize(device)
+            start = time.perf_counter()
+            fns[name]()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: sorted(spent)[len(spent) // 2] for name, spent in times.items()}
+
+
 def conv_backward_flops(
     grad_out_shape: list[int],
     x_shape: list[int],

@@ -17,7 +17,7 @@ import argparse
 
 import torch
 
-from benchmarks.common import Table, fmt, seconds_per_call
+from benchmarks.common import Table, fmt, interleaved_seconds_per_call
 from videogen.models.vptr.autoencoder import VPTRAutoencoder
 from videogen.models.vptr.far import VPTRFAR
 from videogen.models.vptr.nar import VPTRNAR
@@ -41,9 +41,16 @@ def table(device: str = "cpu", batch: int = 1, repeats: int = 3) -> Table:
         features = model.predict(autoencoder.encode(frames), future, refine=refine, **options)
         return autoencoder.decode(features)
 
-    recompute_s = seconds_per_call(lambda: run(far, cached=False), dev, repeats=repeats)
-    cached_s = seconds_per_call(lambda: run(far, cached=True), dev, repeats=repeats)
-    nar_s = seconds_per_call(lambda: run(nar), dev, repeats=repeats)
+    seconds = interleaved_seconds_per_call(
+        {
+            "recompute": lambda: run(far, cached=False),
+            "cached": lambda: run(far, cached=True),
+            "nar": lambda: run(nar),
+        },
+        dev,
+        repeats=repeats,
+    )
+    recompute_s, cached_s, nar_s = seconds["recompute"], seconds["cached"], seconds["nar"]
     return Table(
         "VPTR inference: FAR with and without its key / value cache, and NAR, 10 future frames "
         "at paper size",
@@ -53,7 +60,8 @@ def table(device: str = "cpu", batch: int = 1, repeats: int = 3) -> Table:
             ["VPTR-FAR, key / value cache", fmt(cached_s, 3), f"**{recompute_s / cached_s:.2f}x**"],
             ["VPTR-NAR (one pass)", fmt(nar_s, 3), f"**{recompute_s / nar_s:.2f}x**"],
         ],
-        f"Batch {batch}, 1 channel 64x64, 10 context frames, eval mode, no gradients, the "
+        f"Median of {repeats} calls each, taken in turn. Batch {batch}, 1 channel 64x64, 10 "
+        "context frames, eval mode, no gradients, the "
         "autoencoder (decode / re-encode of each fed-back frame) included. NAR vs cached FAR: "
         f"{cached_s / nar_s:.2f}x. The paper reports NAR 12.75x faster than FAR (no cache) on an "
         "RTX 3090.",
