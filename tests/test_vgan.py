@@ -93,9 +93,24 @@ def upsampling_layer(mode: str) -> torch.nn.Module:
     return upsampling(4, 4, doubles_time=True, bias=False, mode=mode)
 
 
-def test_an_unknown_upsampling_is_refused() -> None:
+def test_an_unknown_upsampling_or_mask_activation_is_refused() -> None:
     with pytest.raises(ConfigError, match="model.net.upsample='bilinear' is not one of"):
         TwoStreamGenerator(**{**TINY_NET, "upsample": "bilinear"})
+    with pytest.raises(ConfigError, match="model.net.mask_activation='relu' is not one of"):
+        TwoStreamGenerator(**{**TINY_NET, "mask_activation": "relu"})
+
+
+def test_a_hard_sigmoid_mask_closes_exactly_so_no_foreground_shows() -> None:
+    """With the hard sigmoid, a mask logit under -3 gives m = 0 exactly: the clip is the
+    background, bit for bit, where the sigmoid would still let e^-logit of the foreground in."""
+    clips = {}
+    for activation in ("sigmoid", "hard_sigmoid"):
+        torch.manual_seed(0)  # the initial weights (N(0, 0.02)): the logits stay near the bias
+        net = TwoStreamGenerator(**{**TINY_NET, "mask_activation": activation, "mask_bias": -8.0})
+        out = net(torch.randn(2, 100))
+        assert 0 <= out.mask.min() <= out.mask.max() <= 1
+        clips[activation] = (out.video - out.background).abs().max().item()
+    assert clips["hard_sigmoid"] == 0.0 < clips["sigmoid"]
 
 
 def test_the_mask_is_in_the_unit_interval_with_one_channel() -> None:

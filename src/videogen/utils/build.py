@@ -185,6 +185,9 @@ def build_trainer(
     # The synthetic data is rendered in the main process on purpose; Lightning's advice to add
     # workers is noise there, and real datasets set data.num_workers themselves.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # The adversarial tasks optimise manually; Lightning then warns at every run that a periodic
+    # checkpoint holds the weights after the step's updates, which is what a resume needs.
+    warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
     options = container(cfg.trainer)
     options.pop("compile", None)
     options.pop("strategy", None)

@@ -34,6 +34,9 @@ class TwoStreamOutput:
 
 
 UPSAMPLING = ("transposed", "resize")
+# The mask head's squashing: the paper's sigmoid, or the hard sigmoid clamp(x / 6 + 1/2, 0, 1),
+# which reaches 0 exactly, so a closed mask lets none of the foreground through.
+MASK_ACTIVATIONS = {"sigmoid": nn.Sigmoid, "hard_sigmoid": nn.Hardsigmoid}
 
 
 def upsampling(
@@ -73,7 +76,8 @@ class TwoStreamGenerator(nn.Module):
     `label_dim`-d embedding of the label to z (0: unconditional, as in the paper). `mask_bias`:
     the mask head's initial bias (0: the paper's initialisation). `upsample`: "transposed"
     convs (the paper's) or "resize" (nearest upsampling and a conv, see `upsampling`) in every
-    doubling of both streams.
+    doubling of both streams. `mask_activation`: "sigmoid" (the paper's) or "hard_sigmoid"
+    (`MASK_ACTIVATIONS`).
     """
 
     def __init__(
@@ -89,13 +93,18 @@ class TwoStreamGenerator(nn.Module):
         mask_bias: float = 0.0,
         init: str = "gan",
         upsample: str = "transposed",
+        mask_activation: str = "sigmoid",
     ) -> None:
         super().__init__()
-        if upsample not in UPSAMPLING:
-            raise ConfigError(
-                f"model.net.upsample={upsample!r} is not one of {', '.join(UPSAMPLING)}: pick "
-                "one of them."
-            )
+        for key, value, choices in (
+            ("upsample", upsample, UPSAMPLING),
+            ("mask_activation", mask_activation, tuple(MASK_ACTIVATIONS)),
+        ):
+            if value not in choices:
+                raise ConfigError(
+                    f"model.net.{key}={value!r} is not one of {', '.join(choices)}: pick one "
+                    "of them."
+                )
         if latent_dim < 1 or num_classes < 0 or (num_classes and label_dim < 1):
             raise ConfigError(
                 f"model.net.latent_dim ({latent_dim}) and, for a class-conditional model, "
@@ -148,7 +157,8 @@ class TwoStreamGenerator(nn.Module):
             upsampling(widths[-1], out_channels, last_doubles, True, upsample), nn.Tanh()
         )
         self.mask_head = nn.Sequential(
-            upsampling(widths[-1], 1, last_doubles, True, upsample), nn.Sigmoid()
+            upsampling(widths[-1], 1, last_doubles, True, upsample),
+            MASK_ACTIVATIONS[mask_activation](),
         )
         init_weights(self, init)
         # The mask's starting logit: 0 (the paper's init) opens it halfway everywhere; a
