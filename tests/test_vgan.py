@@ -251,24 +251,6 @@ def test_the_paper_config_weights_the_mask_l1_by_0_1_in_the_generator_loss() -> 
     # the mask's gradient is the L1 term's alone: 0.1 / (number of mask values) everywhere
     losses["g_loss"].backward()
     torch.testing.assert_close(mask.grad, torch.full_like(mask, 0.1 / mask.numel()))
-    assert cfg.model.mask_binary_weight == 0.0  # the paper's loss has no such term
-
-
-def test_the_mask_binary_term_pushes_each_mask_value_away_from_one_half() -> None:
-    """mean(m (1 - m)) with its weight: gradient descent lowers values under 0.5 and raises
-    those over it, and the term is in g_loss."""
-    task = tiny_task(mask_weight=0.0, mask_binary_weight=2.0)
-    mask = torch.tensor([0.1, 0.4, 0.6, 0.9]).view(1, 4, 1, 1, 1).requires_grad_()
-    losses = task.generator_losses(torch.randn(1, 2), mask)
-    values = mask.detach()
-    torch.testing.assert_close(
-        losses["g_loss"], losses["g_adversarial"] + 2.0 * (values * (1 - values)).mean()
-    )
-    losses["g_loss"].backward()
-    step = -mask.grad.flatten()  # the direction a descent step moves each value
-    assert (step[:2] < 0).all() and (step[2:] > 0).all()
-    with pytest.raises(ConfigError, match="mask_binary_weight must be at least 0"):
-        tiny_task(mask_binary_weight=-1.0)
 
 
 def test_the_two_way_softmax_loss_is_a_binary_cross_entropy_of_the_logit_difference() -> None:

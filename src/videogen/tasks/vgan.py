@@ -72,9 +72,7 @@ class VganTask(ExampleVideos, GenerativeEvaluation, AdversarialTask):
     with the generator's clip size, channels and classes, so the two always fit each other.
 
     `mask_weight`: the weight of the mask's L1 penalty in the generator's loss (the paper's
-    lambda, 0.1). `mask_binary_weight`: the weight of mean(m (1 - m)), a term that pushes each
-    mask value to 0 or 1 (0: the paper's loss; a soft mask lets the foreground show through its
-    rim and moves pixels outside m > 0.5). `grad_clip_norm`: clip each player's gradients at this norm (None: the paper
+    lambda, 0.1). `grad_clip_norm`: clip each player's gradients at this norm (None: the paper
     does not). The test settings (`samples_per_class`, `judge_ckpt`, `fvd_network_path`, `fvd`,
     ...) are those of `GenerativeEvaluation` and may be changed on a trained model.
     """
@@ -92,7 +90,6 @@ class VganTask(ExampleVideos, GenerativeEvaluation, AdversarialTask):
         optimizer: dict[str, Any] | None = None,
         lr_scheduler: dict[str, Any] | None = None,
         mask_weight: float = 0.1,
-        mask_binary_weight: float = 0.0,
         grad_clip_norm: float | None = None,
         samples_per_class: int = 16,
         sample_batch_size: int = 16,
@@ -113,14 +110,9 @@ class VganTask(ExampleVideos, GenerativeEvaluation, AdversarialTask):
                 "num_classes": generator.num_classes,
             }
         )
-        for key, weight in (
-            ("mask_weight", mask_weight),
-            ("mask_binary_weight", mask_binary_weight),
-        ):
-            if weight < 0:
-                raise ConfigError(f"model.{key} must be at least 0, got {weight}: set it so.")
+        if mask_weight < 0:
+            raise ConfigError(f"model.mask_weight must be at least 0, got {mask_weight}.")
         self.mask_weight = mask_weight
-        self.mask_binary_weight = mask_binary_weight
         self.grad_clip_norm = grad_clip_norm
         self.automatic_optimization = False
         self.init_generative_evaluation(
@@ -143,19 +135,13 @@ class VganTask(ExampleVideos, GenerativeEvaluation, AdversarialTask):
         self, fake_logits: torch.Tensor, mask: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """G's loss (`g_loss`): its clips judged real, plus `mask_weight` x the mask's L1 norm
-        (its mean absolute value) and `mask_binary_weight` x mean(m (1 - m)), with the terms
-        unweighted beside it."""
+        (its mean absolute value), with both terms unweighted beside it."""
         adversarial = softmax_gan_loss(fake_logits, REAL)
-        mask = mask.float()
-        mask_l1 = mask.abs().mean()
-        mask_binary = (mask * (1 - mask)).mean()
+        mask_l1 = mask.float().abs().mean()
         return {
-            "g_loss": adversarial
-            + self.mask_weight * mask_l1
-            + self.mask_binary_weight * mask_binary,
+            "g_loss": adversarial + self.mask_weight * mask_l1,
             "g_adversarial": adversarial,
             "mask_l1": mask_l1,
-            "mask_binary": mask_binary,
         }
 
     @staticmethod
