@@ -17,7 +17,12 @@ from tests.test_fvd import write_tiny_detector
 from videogen.config import CONFIG_DIR
 from videogen.errors import ConfigError
 from videogen.metrics.motion import motion_inside_mask
-from videogen.models.vgan import ClipDiscriminator, TwoStreamGenerator, real_logit
+from videogen.models.vgan import (
+    ClipDiscriminator,
+    TwoStreamGenerator,
+    TwoStreamOutput,
+    real_logit,
+)
 from videogen.tasks.base import read_checkpoint
 from videogen.tasks.vgan import VganTask, softmax_gan_loss
 from videogen.utils.video_io import GAP
@@ -242,15 +247,45 @@ def test_the_paper_config_weights_the_mask_l1_by_0_1_in_the_generator_loss() -> 
         cfg = compose(config_name="train", overrides=["model=vgan"])
     assert cfg.model.mask_weight == 0.1
     assert cfg.optimizer.lr == 2e-4 and list(cfg.optimizer.betas) == [0.5, 0.999]
-    task = tiny_task(mask_weight=cfg.model.mask_weight)
+    assert cfg.model.motion_weight == 0.0  # the paper's loss has no motion term
+    task = tiny_task(mask_weight=cfg.model.mask_weight, motion_weight=cfg.model.motion_weight)
     logits = torch.randn(4, 2)
     mask = torch.rand(4, 8, 1, 32, 32, requires_grad=True)
-    losses = task.generator_losses(logits, mask)
+    video = torch.rand(4, 8, 3, 32, 32) * 2 - 1  # moving everywhere
+    losses = task.generator_losses(logits, two_stream_output(video, mask))
     torch.testing.assert_close(losses["g_loss"], losses["g_adversarial"] + 0.1 * mask.mean())
     torch.testing.assert_close(losses["mask_l1"], mask.abs().mean())
     # the mask's gradient is the L1 term's alone: 0.1 / (number of mask values) everywhere
     losses["g_loss"].backward()
     torch.testing.assert_close(mask.grad, torch.full_like(mask, 0.1 / mask.numel()))
+
+
+def two_stream_output(video: torch.Tensor, mask: torch.Tensor) -> TwoStreamOutput:
+    return TwoStreamOutput(video, video, video[:, :1].expand_as(video), mask)
+
+
+def test_the_motion_term_opens_the_mask_where_the_clip_moves() -> None:
+    """motion_weight x the change outside the mask: 0 when every change is under an open mask;
+    the mean change under a closed one; its gradient opens the mask where pixels change (and
+    only there) and stills the clip where the mask is closed."""
+    task = tiny_task(mask_weight=0.0, motion_weight=2.0)
+    video = torch.zeros(1, 3, 3, 4, 4)
+    video[:, 1, :, 0, 0] = 1.0  # one pixel flashes in the middle frame
+    for value, expected in ((1.0, 0.0), (0.0, 2 * 3 * 1.0 / (2 * 16))):
+        mask = torch.full((1, 3, 1, 4, 4), value)
+        losses = task.generator_losses(torch.randn(1, 2), two_stream_output(video, mask))
+        assert losses["motion_outside_mask"].item() == pytest.approx(expected)
+        torch.testing.assert_close(
+            losses["g_loss"], losses["g_adversarial"] + 2.0 * losses["motion_outside_mask"]
+        )
+    mask = torch.full((1, 3, 1, 4, 4), 0.2, requires_grad=True)
+    moving = video.clone().requires_grad_()
+    losses = task.generator_losses(torch.randn(1, 2), two_stream_output(moving, mask))
+    losses["g_loss"].backward()
+    step = -mask.grad[0, :, 0]  # the direction a descent step moves each mask value
+    assert (step[:, 0, 0] > 0).all() and (step.flatten(1)[:, 1:] == 0).all()
+    # a descent step shrinks the flash (the change outside the mask)
+    assert -moving.grad[0, 1, :, 0, 0].sum() < 0
 
 
 def test_the_two_way_softmax_loss_is_a_binary_cross_entropy_of_the_logit_difference() -> None:

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from videogen.errors import ConfigError
-from videogen.metrics.motion import motion_inside_mask, motion_share
+from videogen.metrics.motion import motion_inside_mask, motion_outside_mask, motion_share
 from videogen.models.build import build_network
 from videogen.models.vgan import (
     FAKE,
@@ -72,7 +72,9 @@ class VganTask(ExampleVideos, GenerativeEvaluation, AdversarialTask):
     with the generator's clip size, channels and classes, so the two always fit each other.
 
     `mask_weight`: the weight of the mask's L1 penalty in the generator's loss (the paper's
-    lambda, 0.1). `grad_clip_norm`: clip each player's gradients at this norm (None: the paper
+    lambda, 0.1). `motion_weight`: the weight of `motion_outside_mask` of G's clips, a term
+    (not in the paper) that asks the mask to cover what moves and the rest of the clip to keep
+    still, as the two-stream model assumes (0: the paper's loss). `grad_clip_norm`: clip each player's gradients at this norm (None: the paper
     does not). The test settings (`samples_per_class`, `judge_ckpt`, `fvd_network_path`, `fvd`,
     ...) are those of `GenerativeEvaluation` and may be changed on a trained model.
     """
@@ -90,6 +92,7 @@ class VganTask(ExampleVideos, GenerativeEvaluation, AdversarialTask):
         optimizer: dict[str, Any] | None = None,
         lr_scheduler: dict[str, Any] | None = None,
         mask_weight: float = 0.1,
+        motion_weight: float = 0.0,
         grad_clip_norm: float | None = None,
         samples_per_class: int = 16,
         sample_batch_size: int = 16,
@@ -110,9 +113,11 @@ class VganTask(ExampleVideos, GenerativeEvaluation, AdversarialTask):
                 "num_classes": generator.num_classes,
             }
         )
-        if mask_weight < 0:
-            raise ConfigError(f"model.mask_weight must be at least 0, got {mask_weight}.")
+        for key, weight in (("mask_weight", mask_weight), ("motion_weight", motion_weight)):
+            if weight < 0:
+                raise ConfigError(f"model.{key} must be at least 0, got {weight}: set it so.")
         self.mask_weight = mask_weight
+        self.motion_weight = motion_weight
         self.grad_clip_norm = grad_clip_norm
         self.automatic_optimization = False
         self.init_generative_evaluation(
@@ -132,16 +137,22 @@ class VganTask(ExampleVideos, GenerativeEvaluation, AdversarialTask):
 
     # ----- losses -----------------------------------------------------------------------------
     def generator_losses(
-        self, fake_logits: torch.Tensor, mask: torch.Tensor
+        self, fake_logits: torch.Tensor, output: TwoStreamOutput
     ) -> dict[str, torch.Tensor]:
         """G's loss (`g_loss`): its clips judged real, plus `mask_weight` x the mask's L1 norm
-        (its mean absolute value), with both terms unweighted beside it."""
+        (its mean absolute value) and `motion_weight` x the motion outside the mask, with the
+        terms unweighted beside it."""
         adversarial = softmax_gan_loss(fake_logits, REAL)
-        mask_l1 = mask.float().abs().mean()
+        mask = output.mask.float()
+        mask_l1 = mask.abs().mean()
+        motion_outside = motion_outside_mask(output.video.float(), mask)
         return {
-            "g_loss": adversarial + self.mask_weight * mask_l1,
+            "g_loss": adversarial
+            + self.mask_weight * mask_l1
+            + self.motion_weight * motion_outside,
             "g_adversarial": adversarial,
             "mask_l1": mask_l1,
+            "motion_outside_mask": motion_outside,
         }
 
     @staticmethod
@@ -163,7 +174,7 @@ class VganTask(ExampleVideos, GenerativeEvaluation, AdversarialTask):
 
         with self.player(opt_g):  # D judges G's clips with its weights frozen
             output = self.net(z, labels)
-            losses = self.generator_losses(self.discriminator(output.video, labels), output.mask)
+            losses = self.generator_losses(self.discriminator(output.video, labels), output)
             updated = self.step(opt_g, losses["g_loss"])
         logged = {**losses, **stream_statistics(output)}
         if updated:  # skipped on every rank alike, so the discriminator waits too
