@@ -17,6 +17,7 @@ from tests.test_fvd import write_tiny_detector
 from videogen.config import CONFIG_DIR
 from videogen.errors import ConfigError
 from videogen.metrics.motion import motion_inside_mask
+from videogen.models.layers import compose_masked
 from videogen.models.vgan import (
     ClipDiscriminator,
     TwoStreamGenerator,
@@ -251,8 +252,8 @@ def test_the_paper_config_weights_the_mask_l1_by_0_1_in_the_generator_loss() -> 
     task = tiny_task(mask_weight=cfg.model.mask_weight, motion_weight=cfg.model.motion_weight)
     logits = torch.randn(4, 2)
     mask = torch.rand(4, 8, 1, 32, 32, requires_grad=True)
-    video = torch.rand(4, 8, 3, 32, 32) * 2 - 1  # moving everywhere
-    losses = task.generator_losses(logits, two_stream_output(video, mask))
+    foreground = torch.rand(4, 8, 3, 32, 32) * 2 - 1  # moving everywhere
+    losses = task.generator_losses(logits, two_stream_output(foreground, mask))
     torch.testing.assert_close(losses["g_loss"], losses["g_adversarial"] + 0.1 * mask.mean())
     torch.testing.assert_close(losses["mask_l1"], mask.abs().mean())
     # the mask's gradient is the L1 term's alone: 0.1 / (number of mask values) everywhere
@@ -260,31 +261,39 @@ def test_the_paper_config_weights_the_mask_l1_by_0_1_in_the_generator_loss() -> 
     torch.testing.assert_close(mask.grad, torch.full_like(mask, 0.1 / mask.numel()))
 
 
-def two_stream_output(video: torch.Tensor, mask: torch.Tensor) -> TwoStreamOutput:
-    return TwoStreamOutput(video, video, video[:, :1].expand_as(video), mask)
+def two_stream_output(foreground: torch.Tensor, mask: torch.Tensor) -> TwoStreamOutput:
+    """G's output for this foreground and mask over a still background (the first frame)."""
+    background = foreground[:, :1].detach().expand_as(foreground)
+    return TwoStreamOutput(
+        compose_masked(mask, foreground, background), foreground, background, mask
+    )
 
 
 def test_the_motion_term_opens_the_mask_where_the_clip_moves() -> None:
-    """motion_weight x the change outside the mask: 0 when every change is under an open mask;
-    the mean change under a closed one; its gradient opens the mask where pixels change (and
-    only there) and stills the clip where the mask is closed."""
+    """motion_weight x the change outside the mask: 0 under a fully open mask, else the change
+    weighted by 1 - mask. Its gradient opens a half-closed mask where the clip changes (and
+    only there; the change of m f + (1 - m) b taken whole would close it, as it shrinks with m)
+    and stills the foreground where the mask is not open."""
+    from videogen.metrics.motion import motion_outside_mask
+
     task = tiny_task(mask_weight=0.0, motion_weight=2.0)
-    video = torch.zeros(1, 3, 3, 4, 4)
-    video[:, 1, :, 0, 0] = 1.0  # one pixel flashes in the middle frame
-    for value, expected in ((1.0, 0.0), (0.0, 2 * 3 * 1.0 / (2 * 16))):
-        mask = torch.full((1, 3, 1, 4, 4), value)
-        losses = task.generator_losses(torch.randn(1, 2), two_stream_output(video, mask))
-        assert losses["motion_outside_mask"].item() == pytest.approx(expected)
-        torch.testing.assert_close(
-            losses["g_loss"], losses["g_adversarial"] + 2.0 * losses["motion_outside_mask"]
-        )
+    foreground = torch.zeros(1, 3, 3, 4, 4)
+    foreground[:, 1, :, 0, 0] = 1.0  # one pixel flashes in the middle frame
+    for value in (1.0, 0.5):
+        output = two_stream_output(foreground, torch.full((1, 3, 1, 4, 4), value))
+        losses = task.generator_losses(torch.randn(1, 2), output)
+        motion = losses["motion_outside_mask"]
+        # 2 steps x 3 channels x |change| (1 - value) x (1 - value), over 2 steps of 16 pixels
+        assert motion.item() == pytest.approx(2 * 3 * (1 - value) ** 2 / 32)
+        torch.testing.assert_close(motion, motion_outside_mask(output.video, output.mask))
+        torch.testing.assert_close(losses["g_loss"], losses["g_adversarial"] + 2.0 * motion)
     mask = torch.full((1, 3, 1, 4, 4), 0.2, requires_grad=True)
-    moving = video.clone().requires_grad_()
+    moving = foreground.clone().requires_grad_()
     losses = task.generator_losses(torch.randn(1, 2), two_stream_output(moving, mask))
     losses["g_loss"].backward()
     step = -mask.grad[0, :, 0]  # the direction a descent step moves each mask value
     assert (step[:, 0, 0] > 0).all() and (step.flatten(1)[:, 1:] == 0).all()
-    # a descent step shrinks the flash (the change outside the mask)
+    # a descent step shrinks the flash of the foreground
     assert -moving.grad[0, 1, :, 0, 0].sum() < 0
 
 

@@ -25,8 +25,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from videogen.errors import ConfigError
-from videogen.metrics.motion import motion_inside_mask, motion_outside_mask, motion_share
+from videogen.metrics.motion import (
+    frame_change,
+    mask_coverage,
+    motion_inside_mask,
+    motion_outside_mask,
+    motion_share,
+)
 from videogen.models.build import build_network
+from videogen.models.layers import compose_masked
 from videogen.models.vgan import (
     FAKE,
     REAL,
@@ -67,14 +74,33 @@ def stream_statistics(output: TwoStreamOutput) -> dict[str, torch.Tensor]:
     }
 
 
+def motion_loss(output: TwoStreamOutput) -> torch.Tensor:
+    """`motion_outside_mask` of G's clip, with its gradient split so that each stream is asked
+    only for its own part: the mask to open where the clip changes, the foreground to keep still
+    where the mask is closed.
+
+    Taken whole, the change of m * f + (1 - m) * b outside the mask, m (1 - m) |f_{t+1} - f_t|
+    for a still m, is as small for m -> 0 as for m -> 1: its gradient would close a half-open
+    mask over a moving shape as readily as open it. Here the mask's part holds the clip's
+    change fixed, and the streams' part holds the mask fixed; both parts have the value of the
+    whole term, and the loss is their mean.
+    """
+    mask = output.mask.float()
+    still_mask = mask.detach()
+    opening = (frame_change(output.video.float()).detach() * (1 - mask_coverage(mask))).mean()
+    composed = compose_masked(still_mask, output.foreground.float(), output.background.float())
+    keeping_still = motion_outside_mask(composed, still_mask)
+    return (opening + keeping_still) / 2
+
+
 class VganTask(ExampleVideos, GenerativeEvaluation, AdversarialTask):
     """VGAN: `net` is the `TwoStreamGenerator`; the `discriminator` config is completed here
     with the generator's clip size, channels and classes, so the two always fit each other.
 
     `mask_weight`: the weight of the mask's L1 penalty in the generator's loss (the paper's
-    lambda, 0.1). `motion_weight`: the weight of `motion_outside_mask` of G's clips, a term
-    (not in the paper) that asks the mask to cover what moves and the rest of the clip to keep
-    still, as the two-stream model assumes (0: the paper's loss). `grad_clip_norm`: clip each player's gradients at this norm (None: the paper
+    lambda, 0.1). `motion_weight`: the weight of `motion_loss`, a term (not in the paper) that
+    asks the mask to cover what moves and the rest of the clip to keep still, as the two-stream
+    model assumes (0: the paper's loss). `grad_clip_norm`: clip each player's gradients at this norm (None: the paper
     does not). The test settings (`samples_per_class`, `judge_ckpt`, `fvd_network_path`, `fvd`,
     ...) are those of `GenerativeEvaluation` and may be changed on a trained model.
     """
@@ -145,7 +171,7 @@ class VganTask(ExampleVideos, GenerativeEvaluation, AdversarialTask):
         adversarial = softmax_gan_loss(fake_logits, REAL)
         mask = output.mask.float()
         mask_l1 = mask.abs().mean()
-        motion_outside = motion_outside_mask(output.video.float(), mask)
+        motion_outside = motion_loss(output)
         return {
             "g_loss": adversarial
             + self.mask_weight * mask_l1
