@@ -100,8 +100,8 @@ class VganTask(ExampleVideos, GenerativeEvaluation, AdversarialTask):
     `mask_weight`: the weight of the mask's L1 penalty in the generator's loss (the paper's
     lambda, 0.1). `motion_weight`: the weight of `motion_loss`, a term (not in the paper) that
     asks the mask to cover what moves and the rest of the clip to keep still, as the two-stream
-    model assumes (0: the paper's loss). `grad_clip_norm`: clip each player's gradients at this norm (None: the paper
-    does not). The test settings (`samples_per_class`, `judge_ckpt`, `fvd_network_path`, `fvd`,
+    model assumes (0: the paper's loss). `grad_clip_norm`: clip each player's gradients at this
+    norm (None: the paper does not). The test settings (`samples_per_class`, `judge_ckpt`, `fvd_network_path`, `fvd`,
     ...) are those of `GenerativeEvaluation` and may be changed on a trained model.
     """
 
