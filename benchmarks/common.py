@@ -34,16 +34,7 @@ def seconds_per_call(
     fn: Callable[[], object], device: torch.device, warmup: int = 1, repeats: int = 3
 ) -> float:
     """Median wall time of `fn()` over `repeats` calls, after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return interleaved_seconds_per_call({"fn": fn}, device, warmup, repeats)["fn"]
 
 
 def interleaved_seconds_per_call(

@@ -101,8 +101,9 @@ class VganTask(ExampleVideos, GenerativeEvaluation, AdversarialTask):
     lambda, 0.1). `motion_weight`: the weight of `motion_loss`, a term (not in the paper) that
     asks the mask to cover what moves and the rest of the clip to keep still, as the two-stream
     model assumes (0: the paper's loss). `grad_clip_norm`: clip each player's gradients at this
-    norm (None: the paper does not). The test settings (`samples_per_class`, `judge_ckpt`, `fvd_network_path`, `fvd`,
-    ...) are those of `GenerativeEvaluation` and may be changed on a trained model.
+    norm (None: the paper does not). The test settings (`samples_per_class`, `judge_ckpt`,
+    `fvd_network_path`, `fvd`, ...) are those of `GenerativeEvaluation` and may be changed on a
+    trained model.
     """
 
     one_pass: ClassVar[bool] = True  # G draws a clip in one forward pass
@@ -166,20 +167,20 @@ class VganTask(ExampleVideos, GenerativeEvaluation, AdversarialTask):
         self, fake_logits: torch.Tensor, output: TwoStreamOutput
     ) -> dict[str, torch.Tensor]:
         """G's loss (`g_loss`): its clips judged real, plus `mask_weight` x the mask's L1 norm
-        (its mean absolute value) and `motion_weight` x the motion outside the mask, with the
-        terms unweighted beside it."""
+        (its mean absolute value) and, when `motion_weight` > 0, that weight x the motion
+        outside the mask, with the terms unweighted beside it."""
         adversarial = softmax_gan_loss(fake_logits, REAL)
-        mask = output.mask.float()
-        mask_l1 = mask.abs().mean()
-        motion_outside = motion_loss(output)
-        return {
-            "g_loss": adversarial
-            + self.mask_weight * mask_l1
-            + self.motion_weight * motion_outside,
+        mask_l1 = output.mask.float().abs().mean()
+        losses = {
+            "g_loss": adversarial + self.mask_weight * mask_l1,
             "g_adversarial": adversarial,
             "mask_l1": mask_l1,
-            "motion_outside_mask": motion_outside,
         }
+        if self.motion_weight > 0:  # the paper's loss computes nothing for it
+            motion_outside = motion_loss(output)
+            losses["g_loss"] = losses["g_loss"] + self.motion_weight * motion_outside
+            losses["motion_outside_mask"] = motion_outside
+        return losses
 
     @staticmethod
     def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
