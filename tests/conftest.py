@@ -1,4 +1,4 @@
-"""Shared helpers: run the real CLI in a subprocess, compose configs in-process."""
+"""Shared helpers: run the real CLI in a process of its own, compose configs in-process."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
+from tests.forked_cli import run_forked
 from videogen.config import CONFIG_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -57,9 +58,13 @@ def cli_env() -> dict[str, str]:
 
 
 def run_cli(
-    module: str, *overrides: str, cwd: Path, timeout: float = 300
+    module: str, *overrides: str, cwd: Path, timeout: float = 300, fresh_interpreter: bool = False
 ) -> subprocess.CompletedProcess:
-    """Run `python -m <module> <overrides>` as a user would, capturing its output."""
+    """Run `python -m <module> <overrides>` as a user would, capturing its output: in a process
+    forked from one that has imported the entry points (`tests.forked_cli`), or with
+    `fresh_interpreter` in a new Python."""
+    if not fresh_interpreter:
+        return run_forked(module, list(overrides), cwd, cli_env(), timeout)
     return subprocess.run(
         [sys.executable, "-m", module, *overrides],
         cwd=cwd,
