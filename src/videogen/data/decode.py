@@ -260,7 +260,11 @@ def installed(decoder: str) -> bool:
         if decoder == "decord":
             import decord  # noqa: F401
         elif decoder == "torchcodec":
-            import torchcodec.decoders  # noqa: F401
+            import torchcodec
+
+            # Since 0.17 the import succeeds without FFmpeg and says so here instead.
+            if getattr(torchcodec, "ffmpeg_major_version", 0) is None:
+                return False
         else:
             import av  # noqa: F401
     except Exception:  # an ImportError, or torchcodec's RuntimeError when FFmpeg is missing
