@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,21 +57,11 @@ def cli_env() -> dict[str, str]:
 
 
 def run_cli(
-    module: str, *overrides: str, cwd: Path, timeout: float = 300, fresh_interpreter: bool = False
+    module: str, *overrides: str, cwd: Path, timeout: float = 300
 ) -> subprocess.CompletedProcess:
-    """Run `python -m <module> <overrides>` as a user would, capturing its output: in a process
-    forked from one that has imported the entry points (`tests.forked_cli`), or with
-    `fresh_interpreter` in a new Python."""
-    if not fresh_interpreter:
-        return run_forked(module, list(overrides), cwd, cli_env(), timeout)
-    return subprocess.run(
-        [sys.executable, "-m", module, *overrides],
-        cwd=cwd,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """Run `python -m <module> <overrides>` as a user would, capturing its output, in a process
+    forked from one that has imported the entry points (`tests.forked_cli`)."""
+    return run_forked(module, list(overrides), cwd, cli_env(), timeout)
 
 
 def assert_ok(result: subprocess.CompletedProcess) -> None:
