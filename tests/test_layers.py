@@ -11,6 +11,7 @@ from videogen.errors import ConfigError
 from videogen.models.build import build_network, restoring_from_checkpoint
 from videogen.models.layers import (
     Block,
+    FrameLayerNorm,
     PatchDiscriminator,
     TimestepEmbedding,
     TubeletEmbedding,
@@ -30,6 +31,27 @@ TINY_VIT = {
     "depth": 2,
     "num_heads": 2,
 }
+
+
+def test_the_frame_norm_keeps_a_channels_last_layout_and_its_values() -> None:
+    """Normalised in place of a copy to NCHW, a channels-last input stays channels-last (the
+    convs after it are faster so) with the same values and gradients as a contiguous one."""
+    torch.manual_seed(0)
+    norm = FrameLayerNorm(6, (4, 5))
+    with torch.no_grad():
+        norm.norm.weight.normal_()
+        norm.norm.bias.normal_()
+    x = torch.randn(3, 6, 4, 5)
+    channels_last = x.detach().to(memory_format=torch.channels_last).requires_grad_()
+    contiguous = x.detach().clone().requires_grad_()
+    out_last, out = norm(channels_last), norm(contiguous)
+    assert out_last.is_contiguous(memory_format=torch.channels_last)
+    assert not out_last.is_contiguous()
+    torch.testing.assert_close(out_last, out)
+    grad = torch.randn_like(out)
+    (weight_last,) = torch.autograd.grad((out_last * grad).sum(), [norm.norm.weight])
+    (weight_grad,) = torch.autograd.grad((out * grad).sum(), [norm.norm.weight])
+    torch.testing.assert_close(weight_last, weight_grad)
 
 
 def test_an_adaln_zero_block_starts_as_the_identity_and_then_depends_on_the_condition() -> None:
