@@ -24,8 +24,10 @@ class FrameLayerNorm(nn.Module):
         (N, H, W, C) tensor it is in memory: LayerNorm would otherwise copy it to NCHW, and
         every conv after it would run on that slower layout (a 3x3 depth-wise conv 10x slower).
         """
-        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
-            memory_format=torch.channels_last
+        if (
+            x.dim() == 4
+            and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)
         ):
             weight = self.norm.weight.permute(1, 2, 0) if self.norm.weight is not None else None
             bias = self.norm.bias.permute(1, 2, 0) if self.norm.bias is not None else None
