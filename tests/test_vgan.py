@@ -119,23 +119,6 @@ def test_a_hard_sigmoid_mask_closes_exactly_so_no_foreground_shows() -> None:
     assert clips["hard_sigmoid"] == 0.0 < clips["sigmoid"]
 
 
-def test_a_sharper_mask_scales_the_logit_and_starts_at_the_same_opening() -> None:
-    """mask_sharpness k: m = sigmoid(k * logit), with the starting bias divided by k so the
-    initial mask is that of `mask_bias`; the same weights give a steeper mask."""
-    z = torch.randn(4, 100)
-    masks = {}
-    for sharpness in (1.0, 4.0):
-        torch.manual_seed(0)
-        net = TwoStreamGenerator(**TINY_NET, mask_bias=-2.0, mask_sharpness=sharpness).eval()
-        masks[sharpness] = net(z).mask
-        assert masks[sharpness].mean().item() == pytest.approx(0.1192, abs=0.01)
-    logits = torch.logit(masks[1.0].double())  # the bias is -2 / k: add back what k changed
-    expected = torch.sigmoid(4.0 * (logits + 2.0) - 2.0)
-    torch.testing.assert_close(masks[4.0].double(), expected, atol=1e-5, rtol=0)
-    with pytest.raises(ConfigError, match="model.net.mask_sharpness must be positive, got 0"):
-        TwoStreamGenerator(**TINY_NET, mask_sharpness=0)
-
-
 def test_the_mask_is_in_the_unit_interval_with_one_channel() -> None:
     net = tiny_generator()
     mask = net(torch.randn(4, 100) * 5).mask

@@ -67,20 +67,6 @@ def upsampling(
     return nn.ConvTranspose3d(in_channels, out_channels, kernel, stride, padding, bias=bias)
 
 
-class Scale(nn.Module):
-    """Multiplies its input by a constant (the mask logit's sharpness)."""
-
-    def __init__(self, factor: float) -> None:
-        super().__init__()
-        self.factor = float(factor)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.factor == 1.0 else x * self.factor
-
-    def extra_repr(self) -> str:
-        return f"factor={self.factor}"
-
-
 class TwoStreamGenerator(nn.Module):
     """z (B, latent_dim) [+ labels (B,)] -> `TwoStreamOutput` of (num_frames, img_size) clips.
 
@@ -88,7 +74,7 @@ class TwoStreamGenerator(nn.Module):
     (`base_channels` at the finest stage, doubling towards the coarsest, at most
     `max_channels`). Other sizes follow `sizes.plan_clip`. `num_classes` > 0 appends a learned
     `label_dim`-d embedding of the label to z (0: unconditional, as in the paper). `mask_bias`:
-    the mask's initial logit (0: the paper's initialisation, m = 0.5). `upsample`: "transposed"
+    the mask head's initial bias (0: the paper's initialisation). `upsample`: "transposed"
     convs (the paper's) or "resize" (nearest upsampling and a conv, see `upsampling`) in every
     doubling of both streams. `mask_activation`: "sigmoid" (the paper's) or "hard_sigmoid"
     (`MASK_ACTIVATIONS`).
@@ -108,7 +94,6 @@ class TwoStreamGenerator(nn.Module):
         init: str = "gan",
         upsample: str = "transposed",
         mask_activation: str = "sigmoid",
-        mask_sharpness: float = 1.0,
     ) -> None:
         super().__init__()
         for key, value, choices in (
@@ -120,10 +105,6 @@ class TwoStreamGenerator(nn.Module):
                     f"model.net.{key}={value!r} is not one of {', '.join(choices)}: pick one "
                     "of them."
                 )
-        if mask_sharpness <= 0:
-            raise ConfigError(
-                f"model.net.mask_sharpness must be positive, got {mask_sharpness}: set it so."
-            )
         if latent_dim < 1 or num_classes < 0 or (num_classes and label_dim < 1):
             raise ConfigError(
                 f"model.net.latent_dim ({latent_dim}) and, for a class-conditional model, "
@@ -177,7 +158,6 @@ class TwoStreamGenerator(nn.Module):
         )
         self.mask_head = nn.Sequential(
             upsampling(widths[-1], 1, last_doubles, True, upsample),
-            Scale(mask_sharpness),
             MASK_ACTIVATIONS[mask_activation](),
         )
         init_weights(self, init)
@@ -185,7 +165,7 @@ class TwoStreamGenerator(nn.Module):
         # negative value starts it mostly closed, so that the static background explains the
         # scene first and the foreground opens the mask only where something moves.
         mask_conv = [m for m in self.mask_head.modules() if isinstance(m, nn.modules.conv._ConvNd)]
-        nn.init.constant_(mask_conv[-1].bias, mask_bias / mask_sharpness)
+        nn.init.constant_(mask_conv[-1].bias, mask_bias)
 
     def code(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """z with the label embedding appended (class-conditional models) -> (B, code_dim)."""
