@@ -14,6 +14,7 @@ raw decoding (data loader), FAR (for NAR), the default memory layout (channels_l
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -99,6 +100,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     if "revisions" in chosen and not (args.against and (args.against / "videogen").is_dir()):
         parser.error("--only revisions needs --against DIR, the src folder of another checkout")
+
+    if "training" in chosen and importlib.util.find_spec("vit_pytorch") is None:
+        parser.error(
+            "the training section compares against vit-pytorch, which is not installed: "
+            "pip install -e '.[bench]' (make bench does), or leave the section out with --only"
+        )
 
     start = time.perf_counter()
     device = torch.device(args.device)

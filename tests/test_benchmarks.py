@@ -137,6 +137,28 @@ def test_ddp_benchmark_synchronises_the_ranks() -> None:
     assert result["clips_per_s"] > 0
 
 
+def test_the_training_section_without_its_peer_library_is_one_sentence(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    import importlib.util
+
+    from benchmarks.__main__ import main
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "vit_pytorch" else real_find_spec(name, *args),
+    )
+    with pytest.raises(SystemExit) as stop:
+        main(["--only", "training", "--output", str(tmp_path / "unused.md")])
+    assert stop.value.code == 2
+    assert (
+        "vit-pytorch, which is not installed: pip install -e '.[bench]'" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "unused.md").exists()
+
+
 def test_gpu_script_refuses_a_machine_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     from benchmarks import gpu
 
