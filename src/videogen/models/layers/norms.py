@@ -22,7 +22,8 @@ class FrameLayerNorm(nn.Module):
 
         A channels-last x (the layout VidHRFormer's conv FFN runs in) is normalised as the
         (N, H, W, C) tensor it is in memory: LayerNorm would otherwise copy it to NCHW, and
-        every conv after it would run on that slower layout (a 3x3 depth-wise conv 10x slower).
+        every conv after it would run on that layout (VidHRFormer's conv FFN on 10 frames at
+        paper size: 39.4 ms, 37.5 ms so, on 2 CPU cores).
         """
         if (
             x.dim() == 4
