@@ -262,12 +262,12 @@ def installed(decoder: str) -> bool:
         elif decoder == "torchcodec":
             import torchcodec
 
-            # Since 0.17 the import succeeds without FFmpeg and says so here instead.
-            if getattr(torchcodec, "ffmpeg_major_version", 0) is None:
+            # The import succeeds without FFmpeg (0.17, the extra's minimum) and says so here.
+            if torchcodec.ffmpeg_major_version is None:
                 return False
         else:
             import av  # noqa: F401
-    except Exception:  # an ImportError, or torchcodec's RuntimeError when FFmpeg is missing
+    except Exception:  # not installed, or broken (a missing shared library)
         return False
     return True
 

@@ -30,10 +30,14 @@ class FrameLayerNorm(nn.Module):
             and not x.is_contiguous()
             and x.is_contiguous(memory_format=torch.channels_last)
         ):
-            weight = self.norm.weight.permute(1, 2, 0) if self.norm.weight is not None else None
-            bias = self.norm.bias.permute(1, 2, 0) if self.norm.bias is not None else None
-            shape = (*self.norm.normalized_shape[1:], self.norm.normalized_shape[0])
-            out = F.layer_norm(x.permute(0, 2, 3, 1), shape, weight, bias, self.norm.eps)
+            channels_last = x.permute(0, 2, 3, 1)
+            out = F.layer_norm(
+                channels_last,
+                channels_last.shape[1:],
+                self.norm.weight.permute(1, 2, 0),
+                self.norm.bias.permute(1, 2, 0),
+                self.norm.eps,
+            )
             return out.permute(0, 3, 1, 2)
         return self.norm(x)
 
